@@ -1,0 +1,62 @@
+"""Declarations of per-parameter state buffers.
+
+An optimizer lists the tensors it keeps per parameter as :class:`Buffer` declarations. The shell
+creates them lazily (on the first step the parameter has a gradient), picks their storage dtype
+(see :mod:`adamkit.core.precision`) and hands them to the rule in the compute dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+Precision = Literal["state", "exact"]
+
+
+def zeros(p: torch.Tensor) -> torch.Tensor:
+    """The default initial value: zeros shaped like the (real view of the) parameter."""
+    return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def copy_of_param(p: torch.Tensor) -> torch.Tensor:
+    """A copy of the parameter's current value (schedule-free's z starts at x_0)."""
+    return p.clone(memory_format=torch.preserve_format)
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One state tensor kept per parameter.
+
+    Attributes:
+        name: the key in ``optimizer.state[p]`` and in checkpoints (torch names where they exist).
+        init: builds the initial value from the parameter's real view in the compute dtype.
+        when: whether this parameter gets the buffer, from the parameter and its group's
+            hyperparameters (e.g. ``max_exp_avg_sq`` only with ``amsgrad``); ``None`` means always.
+        precision: ``"state"`` buffers are stored in the group's ``state_dtype`` (the moments);
+            ``"exact"`` buffers are small statistics kept in the compute dtype whatever the policy.
+    """
+
+    name: str
+    init: Callable[[torch.Tensor], torch.Tensor] = zeros
+    when: Callable[[torch.Tensor, Mapping[str, Any]], bool] | None = None
+    precision: Precision = "state"
+
+    def wanted(self, p: torch.Tensor, hyper: Mapping[str, Any]) -> bool:
+        return self.when is None or bool(self.when(p, hyper))
+
+    def expected_shape(self, real_view: torch.Tensor) -> torch.Size:
+        """The shape ``init`` gives for this parameter, computed on the meta device."""
+        return self.init(torch.empty_like(real_view, device="meta")).shape
+
+
+def if_hyper(name: str) -> Callable[[torch.Tensor, Mapping[str, Any]], bool]:
+    """A ``when`` predicate: the buffer exists when the boolean hyperparameter ``name`` is set."""
+
+    def when(_p: torch.Tensor, hyper: Mapping[str, Any]) -> bool:
+        return bool(hyper[name])
+
+    when.__name__ = f"if_{name}"
+    return when

@@ -1,0 +1,1 @@
+"""Reusable stages of update rules: the shared math, written once."""

@@ -1,0 +1,12 @@
+"""The exact softplus used by SAdam and friends (no threshold, unlike torch.nn.Softplus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
+    """sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0 (Tong et al. 2019)."""
+    return x + torch.log1p(torch.exp(-beta * x)) / beta
