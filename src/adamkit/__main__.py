@@ -1,0 +1,5 @@
+import sys
+
+from adamkit.cli import main
+
+sys.exit(main())
