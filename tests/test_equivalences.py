@@ -1,0 +1,99 @@
+"""Degenerate cases where one optimizer must reduce exactly to another or to a closed form."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from helpers import assert_close_lists, grad_stream, make_params, run
+
+import adamkit
+
+
+def test_ademamix_with_alpha_zero_is_adamw() -> None:
+    a, b = make_params(), make_params()
+    grads = grad_stream(a)
+    run(adamkit.AdEMAMix(a, lr=1e-2, alpha=0.0, weight_decay=0.1), a, grads, 25)
+    run(adamkit.AdamW(b, lr=1e-2, weight_decay=0.1), b, grads, 25)
+    assert_close_lists([p.detach() for p in a], [p.detach() for p in b])
+
+
+def test_lamb_with_unit_trust_ratio_takes_adams_direction() -> None:
+    # trust_clamp=(0, 0) clips ‖θ‖ to 0, where the guard sets the trust ratio to 1.
+    a, b = make_params(), make_params()
+    grads = grad_stream(a)
+    run(adamkit.LAMB(a, lr=1e-2, trust_clamp=(0.0, 0.0)), a, grads, 25)
+    run(adamkit.Adam(b, lr=1e-2, eps=1e-6), b, grads, 25)
+    assert_close_lists([p.detach() for p in a], [p.detach() for p in b])
+
+
+def test_lamb_on_a_zero_tensor_takes_adams_first_step_then_moves_on() -> None:
+    p = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    q = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    g = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    p.grad, q.grad = g.clone(), g.clone()
+    adamkit.LAMB([p], lr=1e-2).step()
+    adamkit.Adam([q], lr=1e-2, eps=1e-6).step()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=0)
+    assert p.detach().abs().sum() > 0  # the seed's LAMB never moved a zero-initialised tensor
+
+
+def test_radam_below_its_threshold_is_bias_corrected_momentum_sgd() -> None:
+    params = make_params()
+    grads = grad_stream(params)
+    opt = adamkit.RAdam(params, lr=1e-2, betas=(0.8, 0.999), rectify_threshold=1e9)
+    run(opt, params, grads, 25)
+    expected = make_params()
+    momentum = [torch.zeros_like(p) for p in expected]
+    for t in range(1, 26):
+        for p, m, g in zip(expected, momentum, grads(t - 1), strict=True):
+            m.mul_(0.8).add_(g, alpha=0.2)
+            p.data.sub_(1e-2 * m / (1 - 0.8**t))
+    assert_close_lists([p.detach() for p in params], [p.detach() for p in expected])
+
+
+def test_radam_first_five_steps_are_momentum_sgd_for_default_beta2() -> None:
+    # ρ_5 = 4.996 < 5 for β2 = 0.999: torch and the paper's code agree on 5 SGD steps.
+    params = make_params()
+    grads = grad_stream(params)
+    opt = adamkit.RAdam(params, lr=1e-2)
+    run(opt, params, grads, 5)
+    expected = make_params()
+    momentum = [torch.zeros_like(p) for p in expected]
+    for t in range(1, 6):
+        for p, m, g in zip(expected, momentum, grads(t - 1), strict=True):
+            m.mul_(0.9).add_(g, alpha=0.1)
+            p.data.sub_(1e-2 * m / (1 - 0.9**t))
+    assert_close_lists([p.detach() for p in params], [p.detach() for p in expected])
+
+
+def test_adabelief_without_rectify_on_a_constant_gradient_matches_its_closed_form() -> None:
+    lr, b1, b2, eps, c, steps = 1e-2, 0.9, 0.999, 1e-8, 0.7, 25
+    p = torch.full((3,), 2.0, dtype=torch.float64, requires_grad=True)
+    opt = adamkit.AdaBelief([p], lr=lr, betas=(b1, b2), eps=eps, rectify=False)
+    for _ in range(steps):
+        p.grad = torch.full((3,), c, dtype=torch.float64)
+        opt.step()
+    # m_t = c(1 − β1^t), so g − m_t = c β1^t and
+    # s_t = (1 − β2) c² β2^t Σ_{j≤t} (β1²/β2)^j + ε (1 − β2^t)/(1 − β2).
+    theta = 2.0
+    r = b1 * b1 / b2
+    for t in range(1, steps + 1):
+        s_t = (1 - b2) * c * c * b2**t * r * (1 - r**t) / (1 - r) + eps * (1 - b2**t) / (1 - b2)
+        theta -= lr * c / (math.sqrt(s_t / (1 - b2**t)) + eps)
+    torch.testing.assert_close(
+        p.detach(), torch.full((3,), theta, dtype=torch.float64), rtol=1e-12, atol=0
+    )
+
+
+def test_sadam_first_step_matches_the_exact_softplus_formula() -> None:
+    p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    p.grad = torch.tensor([0.5, 3.0], dtype=torch.float64)
+    adamkit.SAdam([p], lr=0.1, smooth=50.0).step()
+    v_hat = torch.tensor([0.25, 9.0], dtype=torch.float64)
+    sp = v_hat.sqrt() + torch.log1p(torch.exp(-50.0 * v_hat.sqrt())) / 50.0
+    expected = (
+        torch.tensor([1.0, -2.0], dtype=torch.float64)
+        - 0.1 * torch.tensor([0.5, 3.0], dtype=torch.float64) / sp
+    )
+    torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)

@@ -1,0 +1,181 @@
+"""Bad input gets a clear error (argument, value, accepted range) before anything changes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import make_params
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import adamkit
+
+NAMES = adamkit.available()
+
+
+def declared(name: str) -> dict:
+    return adamkit.optimizer_class(name).declared_hypers()
+
+
+def names_with(hyper: str) -> list[str]:
+    return [n for n in NAMES if hyper in declared(n)]
+
+
+def params() -> list[torch.Tensor]:
+    return make_params(shapes=((3, 2), (4,)))
+
+
+BAD_VALUES = [
+    ("lr", -1.0, r"lr=-1\.0: must be a finite number >= 0"),
+    ("lr", math.nan, r"lr=nan: must be a finite number >= 0"),
+    ("lr", math.inf, r"lr=inf: must be a finite number >= 0"),
+    ("lr", "0.1", r"lr='0\.1': must be a finite number >= 0"),
+    ("eps", -1e-8, r"eps=-1e-08: must be a finite number >= 0"),
+    ("weight_decay", -0.1, r"weight_decay=-0\.1: must be a finite number >= 0"),
+    ("weight_decay_mode", "l1", r"weight_decay_mode='l1': accepted values are 'l2', 'decoupled'"),
+    ("state_dtype", "int3", r"state_dtype='int3': accepted values are None, 'float32'"),
+    ("maximize", 1, r"maximize=1: must be True or False"),
+]
+
+
+@pytest.mark.parametrize(("hyper", "value", "message"), BAD_VALUES)
+def test_bad_hyperparameter_values_are_refused_with_the_name_and_range(
+    hyper: str, value: object, message: str
+) -> None:
+    for name in names_with(hyper):
+        cls = adamkit.optimizer_class(name)
+        with pytest.raises((ValueError, TypeError), match=message) as info:
+            cls(params(), **{hyper: value})
+        assert cls.__name__ in str(info.value)
+
+
+@pytest.mark.parametrize("name", names_with("betas"))
+def test_betas_outside_the_unit_interval_or_of_the_wrong_count_are_refused(name: str) -> None:
+    count = len(declared(name)["betas"].default)
+    good = declared(name)["betas"].default
+    with pytest.raises(ValueError, match=r"betas\[0\]=1\.0 \(beta1\): must be in \[0, 1\)"):
+        adamkit.create(name, params(), betas=(1.0, *good[1:]))
+    with pytest.raises(ValueError, match=r"betas\[1\]=-0\.5 \(beta2\): must be in \[0, 1\)"):
+        adamkit.create(name, params(), betas=(good[0], -0.5, *good[2:]))
+    with pytest.raises(ValueError, match=rf"got {count + 1} values, must be a tuple of {count}"):
+        adamkit.create(name, params(), betas=(*good, 0.5))
+    with pytest.raises(ValueError, match="must be a tuple"):
+        adamkit.create(name, params(), betas=0.9)
+
+
+def test_eps_mode_must_be_known() -> None:
+    with pytest.raises(
+        ValueError, match=r"eps_mode='eps_hat': accepted values are 'standard', 'hat'"
+    ):
+        adamkit.Adam(params(), eps_mode="eps_hat")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_keyword_names_a_close_match(name: str) -> None:
+    with pytest.raises(TypeError, match=r"unknown keyword argument 'learning_rte'") as info:
+        adamkit.create(name, params(), learning_rte=0.1)
+    with pytest.raises(TypeError, match=r"did you mean 'betas'"):
+        adamkit.create(name, params(), betass=(0.9, 0.99))
+    assert "Accepted: lr" in str(info.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_params_are_refused(name: str) -> None:
+    cls = adamkit.optimizer_class(name)
+    with pytest.raises(ValueError, match="params is empty"):
+        cls([])
+    with pytest.raises(TypeError, match=r"got a single torch.*Tensor; pass \[tensor\]"):
+        cls(torch.zeros(3, requires_grad=True))
+    leaf = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match="group 0, param 0 is not a leaf tensor"):
+        cls([leaf * 2])
+    with pytest.raises(TypeError, match=r"has dtype torch\.int64; only floating-point or complex"):
+        cls([torch.zeros(3, dtype=torch.int64)])
+    with pytest.raises(ValueError, match="already belongs to another param group"):
+        cls([{"params": [leaf]}, {"params": [leaf]}])
+    with pytest.raises(ValueError, match="appears twice in the same param group"):
+        cls([leaf, leaf])
+    with pytest.raises(TypeError, match=r"is a str, not a torch\.Tensor"):
+        cls(["weights"])
+    opt = cls([leaf])
+    with pytest.raises(ValueError, match="already belongs to another param group"):
+        opt.add_param_group({"params": [leaf]})
+    with pytest.raises(ValueError, match=r"param group 1\): invalid lr=-2"):
+        opt.add_param_group({"params": [torch.zeros(2, requires_grad=True)], "lr": -2})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sparse_gradients_are_refused_at_step_time_naming_the_optimizer(name: str) -> None:
+    p = torch.zeros(4, 3, requires_grad=True)
+    opt = adamkit.create(name, [p])
+    p.grad = torch.eye(4, 3).to_sparse()
+    with pytest.raises(
+        RuntimeError, match=f"{type(opt).__name__} does not support sparse gradients"
+    ):
+        opt.step()
+    assert torch.equal(p.detach(), torch.zeros(4, 3)) and not opt.state[p]
+
+
+def test_unknown_optimizer_name_lists_close_matches() -> None:
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamww'; did you mean 'adamw'"):
+        adamkit.create("adamww", params())
+    with pytest.raises(ValueError, match="Available: adabelief, adam, adam_gc"):
+        adamkit.create("nesterov", params())
+
+
+def test_ademamix_beta3_scheduler_needs_beta1() -> None:
+    with pytest.raises(ValueError, match=r"beta3 scheduler .* needs beta1 > 0"):
+        adamkit.AdEMAMix(params(), betas=(0.0, 0.999, 0.9999), T_beta3=100)
+    adamkit.AdEMAMix(params(), betas=(0.0, 0.999, 0.9999))  # no scheduler: fine
+
+
+def test_rectify_threshold_must_keep_the_rectifier_real() -> None:
+    with pytest.raises(ValueError, match=r"rectify_threshold=3\.0: must be a finite number >= 4"):
+        adamkit.RAdam(params(), rectify_threshold=3.0)
+
+
+def test_load_state_dict_refuses_a_mismatched_checkpoint_and_keeps_its_state() -> None:
+    ps = params()
+    opt = adamkit.Adam(ps)
+    for p in ps:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state[ps[0]].items() if isinstance(v, torch.Tensor)}
+    sd = opt.state_dict()
+    bad_shape = {**sd, "state": {**sd["state"], 0: {**sd["state"][0], "exp_avg": torch.zeros(5)}}}
+    with pytest.raises(
+        ValueError, match=r"state 'exp_avg' of parameter 0 has shape \(5,\), expected \(3, 2\)"
+    ):
+        opt.load_state_dict(bad_shape)
+    bad_lr = {**sd, "param_groups": [{**sd["param_groups"][0], "lr": -1.0}]}
+    with pytest.raises(ValueError, match=r"invalid lr=-1\.0"):
+        opt.load_state_dict(bad_lr)
+    with pytest.raises(ValueError, match="1 param groups, this optimizer 2"):
+        adamkit.Adam([{"params": [ps[0]]}, {"params": [ps[1]]}]).load_state_dict(sd)
+    for key, value in before.items():
+        assert torch.equal(opt.state[ps[0]][key], value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5), st.booleans()))
+def test_lr_validation_accepts_exactly_finite_nonnegative_numbers(value: object) -> None:
+    ok = not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if ok:
+        assert adamkit.AdamW(params(), lr=value).param_groups[0]["lr"] == value
+    else:
+        with pytest.raises(ValueError, match="AdamW: invalid lr"):
+            adamkit.AdamW(params(), lr=value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.tuples(st.floats(-2, 2), st.floats(-2, 2)))
+def test_beta_validation_accepts_exactly_the_unit_interval(betas: tuple[float, float]) -> None:
+    ok = all(0 <= b < 1 for b in betas)
+    if ok:
+        adamkit.Adam(params(), betas=betas)
+    else:
+        with pytest.raises(ValueError, match="must be in \\[0, 1\\)"):
+            adamkit.Adam(params(), betas=betas)
