@@ -12,7 +12,7 @@ import torch
 import adamkit
 
 NAMES = adamkit.available()
-LR_GRID = (3e-3, 1e-2, 3e-2, 1e-1)
+LR_GRID = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
 def rosenbrock_grad(p: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ def channel_rms(x):
 
 def test_registry_keys():
     assert set(REFERENCES) == {
+        "adam_mini",
         "adam",
         "adamw",
         "radam",

@@ -23,7 +23,10 @@ def train(name: str, steps: int, seed: int) -> tuple[float, float, float]:
     x, y = two_spirals(1024, seed)
     torch.manual_seed(seed)
     model = torch.nn.Sequential(
-        torch.nn.Linear(2, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+        torch.nn.Linear(2, 64),
+        torch.nn.Tanh(),
+        torch.nn.Linear(64, 64),
+        torch.nn.Tanh(),
         torch.nn.Linear(64, 2),
     )
     lr = 3e-3 if name != "lamb" else 3e-2

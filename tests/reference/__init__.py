@@ -8,6 +8,7 @@ the float64 ``params`` in place; a ``None`` gradient skips that parameter for th
 from .adabelief import AdaBeliefRef
 from .adam import AdamRef, AdamWRef
 from .adam_gc import AdamGCRef
+from .adam_mini import AdamMiniRef
 from .ademamix import AdEMAMixRef
 from .lamb import LAMBRef
 from .radam import RAdamRef
@@ -27,6 +28,7 @@ REFERENCES = {
     "sradam": SRAdamRef,
     "adam_gc": AdamGCRef,
     "adamw_schedulefree": AdamWScheduleFreeRef,
+    "adam_mini": AdamMiniRef,
     "stable_adam": StableAdamRef,
     "adam_awd": AdamAWDRef,
     "um": UMRef,
@@ -44,6 +46,7 @@ __all__ = [
     "AdaBeliefRef",
     "AdamAWDRef",
     "AdamGCRef",
+    "AdamMiniRef",
     "AdamRef",
     "AdamWMiniSFRef",
     "AdamWRef",

@@ -16,12 +16,25 @@ import torch
 Precision = Literal["state", "exact"]
 
 
-def zeros(p: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class ParamInfo:
+    """What a buffer's ``init``/``when`` may know about the parameter besides its value.
+
+    ``param`` is the parameter itself (not its real view), ``name`` its name when the optimizer
+    was given ``named_parameters()`` (else ``None``), ``hyper`` its group's hyperparameters.
+    """
+
+    param: torch.Tensor
+    name: str | None
+    hyper: Mapping[str, Any]
+
+
+def zeros(p: torch.Tensor, info: ParamInfo | None = None) -> torch.Tensor:
     """The default initial value: zeros shaped like the (real view of the) parameter."""
     return torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def copy_of_param(p: torch.Tensor) -> torch.Tensor:
+def copy_of_param(p: torch.Tensor, info: ParamInfo | None = None) -> torch.Tensor:
     """A copy of the parameter's current value (schedule-free's z starts at x_0)."""
     return p.clone(memory_format=torch.preserve_format)
 
@@ -32,31 +45,32 @@ class Buffer:
 
     Attributes:
         name: the key in ``optimizer.state[p]`` and in checkpoints (torch names where they exist).
-        init: builds the initial value from the parameter's real view in the compute dtype.
-        when: whether this parameter gets the buffer, from the parameter and its group's
-            hyperparameters (e.g. ``max_exp_avg_sq`` only with ``amsgrad``); ``None`` means always.
+        init: ``init(p, info)`` builds the initial value from the parameter's real view in the
+            compute dtype and its :class:`ParamInfo`.
+        when: ``when(info)``: whether this parameter gets the buffer (e.g. ``max_exp_avg_sq``
+            only with ``amsgrad``); ``None`` means always.
         precision: ``"state"`` buffers are stored in the group's ``state_dtype`` (the moments);
             ``"exact"`` buffers are small statistics kept in the compute dtype whatever the policy.
     """
 
     name: str
-    init: Callable[[torch.Tensor], torch.Tensor] = zeros
-    when: Callable[[torch.Tensor, Mapping[str, Any]], bool] | None = None
+    init: Callable[[torch.Tensor, ParamInfo], torch.Tensor] = zeros
+    when: Callable[[ParamInfo], bool] | None = None
     precision: Precision = "state"
 
-    def wanted(self, p: torch.Tensor, hyper: Mapping[str, Any]) -> bool:
-        return self.when is None or bool(self.when(p, hyper))
+    def wanted(self, info: ParamInfo) -> bool:
+        return self.when is None or bool(self.when(info))
 
-    def expected_shape(self, real_view: torch.Tensor) -> torch.Size:
+    def expected_shape(self, real_view: torch.Tensor, info: ParamInfo) -> torch.Size:
         """The shape ``init`` gives for this parameter, computed on the meta device."""
-        return self.init(torch.empty_like(real_view, device="meta")).shape
+        return self.init(torch.empty_like(real_view, device="meta"), info).shape
 
 
-def if_hyper(name: str) -> Callable[[torch.Tensor, Mapping[str, Any]], bool]:
+def if_hyper(name: str) -> Callable[[ParamInfo], bool]:
     """A ``when`` predicate: the buffer exists when the boolean hyperparameter ``name`` is set."""
 
-    def when(_p: torch.Tensor, hyper: Mapping[str, Any]) -> bool:
-        return bool(hyper[name])
+    def when(info: ParamInfo) -> bool:
+        return bool(info.hyper[name])
 
     when.__name__ = f"if_{name}"
     return when

@@ -31,7 +31,12 @@ def channel_dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 def channel_rms(x: torch.Tensor) -> torch.Tensor:
-    """sqrt(mean(x²)) per output channel (dim 0), shaped (C, 1, 1, ...) to broadcast against x."""
+    """sqrt(mean(x²)) per output channel (dim 0), shaped (C, 1, 1, ...) to broadcast against x.
+
+    A 1-D tensor has one element per channel, so its channel RMS is |x|.
+    """
+    if x.ndim <= 1:
+        return x.abs()
     return x.square().mean(dim=channel_dims(x), keepdim=True).sqrt()
 
 

@@ -24,6 +24,7 @@ refused step leaves parameters and state exactly as they were.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 
 from adamkit.core import hparams as hp
-from adamkit.core.buffers import Buffer
+from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import check_state_dtype, compute_dtype, storage_dtype, store_
 
@@ -80,6 +81,10 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     @classmethod
     def check_hyper(cls, hyper: Mapping[str, Any]) -> None:
         """Checks that involve several hyperparameters; raise ``HyperparameterError``."""
+
+    def storage_setting(self, hyper: Mapping[str, Any]) -> str | None:
+        """The group's requested storage dtype of ``"state"`` buffers (None: the default)."""
+        return hyper["state_dtype"]
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -150,13 +155,16 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step; evaluates ``closure`` (with grad enabled) first."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        work = self._plan()
-        self._run(work)
+        loss = self._evaluate(closure)
+        self._run(self._plan())
         return loss
+
+    @staticmethod
+    def _evaluate(closure: Callable[[], Any] | None) -> Any:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
 
     def _validated_hyper(self, index: int, group: dict[str, Any]) -> dict[str, Any]:
         owner = f"{type(self).__name__} (param group {index})"
@@ -203,7 +211,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             for p in active:
                 state = self.state[p]
                 if not state:
-                    self._init_state(p, hyper, state)
+                    self._init_state(p, self._info(p, group, hyper), state)
                 t = state["step"] + 1
                 k = per_step.get(t)
                 if k is None:
@@ -231,20 +239,28 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         k["decay"] = k["lr"] * lam if mode == "decoupled" else lam if mode == "fixed" else 0.0
         return k
 
-    def _init_state(self, p: torch.Tensor, hyper: Mapping[str, Any], state: dict[str, Any]) -> None:
+    @staticmethod
+    def _info(p: torch.Tensor, group: Mapping[str, Any], hyper: Mapping[str, Any]) -> ParamInfo:
+        names = group.get("param_names")
+        name = None
+        if names is not None:
+            name = next(n for n, q in zip(names, group["params"], strict=True) if q is p)
+        return ParamInfo(param=p, name=name, hyper=hyper)
+
+    def _init_state(self, p: torch.Tensor, info: ParamInfo, state: dict[str, Any]) -> None:
         view = real_view(p.detach())
-        stored = storage_dtype(hyper["state_dtype"], p.dtype)
+        stored = storage_dtype(self.storage_setting(info.hyper), p.dtype)
         exact = compute_dtype(p.dtype, stored)
         pc = view.to(exact)
         state["step"] = 0
         for buf in self.buffers:
-            if buf.wanted(p, hyper):
-                value = buf.init(pc)
+            if buf.wanted(info):
+                value = buf.init(pc, info)
                 state[buf.name] = value.to(stored if buf.precision == "state" else exact)
 
     def _step_tensor(self, p: torch.Tensor, state: dict[str, Any], k: Scalars) -> None:
         view = real_view(p.detach())
-        stored = storage_dtype(k["state_dtype"], p.dtype)
+        stored = storage_dtype(self.storage_setting(k), p.dtype)
         exact = compute_dtype(p.dtype, stored)
         pc = view if view.dtype == exact else view.to(exact)
         g = prepare_grad(real_view(p.grad), pc, k)
@@ -256,6 +272,23 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         store_(view, new_p)
 
     # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """torch's state dict, with group entries copied (not aliased to the live optimizer) and
+        callable hyperparameters replaced by a marker, so ``torch.load(weights_only=True)`` reads
+        it; loading keeps the optimizer's own callable where the marker stands."""
+        sd = super().state_dict()
+        for group in sd["param_groups"]:
+            for key, value in group.items():
+                if key == "params":
+                    continue
+                if callable(value):
+                    group[key] = CALLABLE_MARK + getattr(
+                        value, "__qualname__", type(value).__name__
+                    )
+                elif isinstance(value, (dict, list)):
+                    group[key] = copy.deepcopy(value)
+        return sd
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict, keeping every buffer's saved dtype (torch casts to the param dtype).
 
@@ -263,6 +296,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         and leaves the optimizer unchanged.
         """
         self._check_loadable(state_dict)
+        state_dict = {**state_dict, "param_groups": self._restore_callables(state_dict)}
         saved_state = state_dict["state"]
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         super().load_state_dict(state_dict)
@@ -276,6 +310,17 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     restored[key] = int(value)
                 elif isinstance(value, torch.Tensor):
                     restored[key] = value.detach().to(device=p.device, copy=True)
+
+    def _restore_callables(self, state_dict: Mapping[str, Any]) -> list[dict[str, Any]]:
+        groups = []
+        for saved, mine in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            groups.append(
+                {
+                    key: mine.get(key) if _is_callable_mark(value) else value
+                    for key, value in saved.items()
+                }
+            )
+        return groups
 
     def _check_loadable(self, state_dict: Any) -> None:
         owner = f"{type(self).__name__}.load_state_dict"
@@ -294,6 +339,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             )
         declared = self.declared_hypers()
         params: dict[Any, torch.Tensor] = {}
+        infos: dict[int, ParamInfo] = {}
         for gi, (saved, mine) in enumerate(zip(groups, self.param_groups, strict=True)):
             if not isinstance(saved, Mapping) or not isinstance(saved.get("params"), list):
                 raise ValueError(f"{owner}: param group {gi} is not a dict with a 'params' list")
@@ -302,18 +348,20 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"{owner}: param group {gi} has {len(saved['params'])} params in the "
                     f"checkpoint and {len(mine['params'])} here"
                 )
+            hyper = dict(self.defaults)
             for name in declared.keys() & saved.keys():
-                declared[name].validate(f"{owner} (param group {gi})", saved[name])
-            self._check_cross(
-                {**self.defaults, **{k: v for k, v in saved.items() if k in declared}}
-            )
+                value = mine.get(name) if _is_callable_mark(saved[name]) else saved[name]
+                hyper[name] = declared[name].validate(f"{owner} (param group {gi})", value)
+            self._check_cross(hyper)
+            for p in mine["params"]:
+                infos[id(p)] = self._info(p, mine, hyper)
             params.update(zip(saved["params"], mine["params"], strict=True))
         for key, entry in saved_state.items():
             if key not in params:
                 raise ValueError(f"{owner}: state for unknown parameter id {key!r}")
-            self._check_param_state(owner, key, params[key], entry)
+            self._check_param_state(owner, key, infos[id(params[key])], entry)
 
-    def _check_param_state(self, owner: str, key: Any, p: torch.Tensor, entry: Any) -> None:
+    def _check_param_state(self, owner: str, key: Any, info: ParamInfo, entry: Any) -> None:
         if not isinstance(entry, Mapping):
             raise ValueError(f"{owner}: state of parameter {key} is not a dict")
         step = entry.get("step", 0)
@@ -323,19 +371,26 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             raise ValueError(
                 f"{owner}: state of parameter {key} has step={step!r}, not an integer >= 0"
             )
-        view = real_view(p.detach())
+        view = real_view(info.param.detach())
         for buf in self.buffers:
             value = entry.get(buf.name)
             if value is None:
                 continue
             if not isinstance(value, torch.Tensor):
                 raise ValueError(f"{owner}: state '{buf.name}' of parameter {key} is not a tensor")
-            shape = buf.expected_shape(view)
+            shape = buf.expected_shape(view, info)
             if value.shape != shape:
                 raise ValueError(
                     f"{owner}: state '{buf.name}' of parameter {key} has shape "
                     f"{tuple(value.shape)}, expected {tuple(shape)}"
                 )
+
+
+CALLABLE_MARK = "<callable>"
+
+
+def _is_callable_mark(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(CALLABLE_MARK)
 
 
 def hyperparameter_table(cls: type[AdamkitOptimizer]) -> str:

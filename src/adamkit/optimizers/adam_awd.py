@@ -1,0 +1,55 @@
+"""Adam_AWD: the notebook's (source 003, "xty") Adam with adaptive weight decay. No paper;
+motivation: https://blog.janestreet.com/l2-regularization-and-batch-norm/."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
+from adamkit.core import hparams as hp
+from adamkit.optimizers.adam import ADAM_BUFFERS
+from adamkit.parts.adaptive import adam_direction, add_bias_corrections
+from adamkit.parts.channels import INIT_RMS, SCALE_INVARIANT, rescale_to
+from adamkit.parts.moments import adam_moments
+from adamkit.parts.update import descend
+from adamkit.registry import register
+
+
+@register
+class AdamAWD(AdamkitOptimizer):
+    r"""Adam, then each selected tensor is rescaled per output channel back to its initial RMS:
+    the weight decay that exactly cancels the growth of batch-normalized weights.
+
+    .. math::
+        θ ← θ - η \hat m / (\sqrt{\hat v} + ε);\quad
+        θ^k ← θ^k · \mathrm{RMS}(θ_0^k) / \mathrm{RMS}(θ^k) \text{ (selected tensors)}
+
+    Channels whose RMS is 0 after the step are left alone (the notebook produced NaN). θ_0 is
+    the value when the parameter's state is created. Selection: ``scale_invariant``
+    (:mod:`adamkit.parts.channels`). The notebook had no ``weight_decay`` (so frameworks that
+    set it failed); it is accepted here, default 0, applied before the rescale.
+    State: ``step``, ``exp_avg``, ``exp_avg_sq``, ``init_rms`` (selected tensors only).
+    """
+
+    name = "adam_awd"
+    hypers: tuple[Hyper, ...] = (
+        hp.lr(1e-3),
+        hp.adam_betas(0.9, 0.99),
+        hp.eps(1e-8),
+        hp.weight_decay(0.0),
+        hp.weight_decay_mode("decoupled"),
+        SCALE_INVARIANT,
+    )
+    buffers = (*ADAM_BUFFERS[:2], INIT_RMS)
+
+    @classmethod
+    def scalars(cls, k: Scalars, t: int) -> None:
+        add_bias_corrections(k, t)
+
+    @staticmethod
+    def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
+        m, v = adam_moments(g, s, k)
+        new_p = descend(p, adam_direction(m, v, k), k)
+        if "init_rms" in s:
+            new_p = rescale_to(new_p, s["init_rms"])
+        return new_p

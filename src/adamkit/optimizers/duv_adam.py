@@ -1,0 +1,53 @@
+"""Duv_Adam, debiased unscaled variance: the notebook's (source 003, "xty") variant. No paper."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
+from adamkit.core import hparams as hp
+from adamkit.optimizers.adam import ADAM_BUFFERS
+from adamkit.parts.adaptive import add_bias_corrections
+from adamkit.parts.moments import ema_
+from adamkit.parts.safe import safe_div
+from adamkit.parts.update import descend
+from adamkit.registry import register
+
+
+@register
+class DuvAdam(AdamkitOptimizer):
+    r"""Adam whose second moment tracks the scale-free deviation of g from the momentum.
+
+    .. math::
+        r = g / m_{t-1} \ (1 \text{ where } m_{t-1} = 0);\quad m ← β_1 m + (1-β_1) g;\quad
+        v ← β_2 v + (1-β_2)(r-1)^2
+
+        θ ← θ - η · \hat m / (1 + \sqrt{\hat v})
+
+    r is element-wise (the notebook's ``if state['exp_avg'] != 0`` raised for every tensor with
+    more than one element); a non-finite (r − 1)² (from a subnormal m) is replaced by the
+    dtype's largest finite value, so v stays finite. Decay: ``"decoupled"`` by default.
+    State: ``step``, ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    name = "duv_adam"
+    hypers: tuple[Hyper, ...] = (
+        hp.lr(1e-3),
+        hp.adam_betas(0.9, 0.999),
+        hp.weight_decay(0.0),
+        hp.weight_decay_mode("decoupled"),
+    )
+    buffers = ADAM_BUFFERS[:2]
+
+    @classmethod
+    def scalars(cls, k: Scalars, t: int) -> None:
+        add_bias_corrections(k, t)
+
+    @staticmethod
+    def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
+        deviation = (safe_div(g, s["exp_avg"], 1.0) - 1).square()
+        deviation = torch.where(deviation.isfinite(), deviation, torch.finfo(g.dtype).max)
+        m = ema_(s["exp_avg"], g, k["beta1"])
+        v = ema_(s["exp_avg_sq"], deviation, k["beta2"])
+        return descend(p, (m / k["bc1"]) / (1 + (v / k["bc2"]).sqrt()), k)

@@ -1,0 +1,48 @@
+"""Pre_LAMB: the notebook's (source 003, "xty") LAMB scaling moved to the gradient. No paper."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
+from adamkit.core import hparams as hp
+from adamkit.core.reduce import rms
+from adamkit.optimizers.um import SINGLE_BETA, add_momentum_correction
+from adamkit.parts.moments import ema_
+from adamkit.parts.safe import safe_div
+from adamkit.parts.update import descend
+from adamkit.registry import register
+
+
+@register
+class PreLAMB(AdamkitOptimizer):
+    r"""Momentum on the gradient rescaled to the parameter's scale ("LAMB before the moments").
+
+    .. math::
+        \hat g = g · \mathrm{RMS}(θ)/\mathrm{RMS}(g);\quad m ← βm + (1-β)\hat g;\quad
+        θ ← θ - η · m/(1-β^t)
+
+    ĝ = 0 where RMS(g) = 0 (the notebook produced NaN); a tensor with RMS(θ) = 0 gets ĝ = 0 and
+    stays where it is, as in the notebook (documented, not changed). The notebook accepted
+    ``weight_decay`` and ignored it although its formula has +λθ; here it is honoured, mode
+    ``"decoupled"`` by default, ``"fixed"`` being the formula's +λθ.
+    State: ``step``, ``exp_avg``.
+    """
+
+    name = "pre_lamb"
+    hypers: tuple[Hyper, ...] = (
+        hp.lr(1e-3),
+        SINGLE_BETA,
+        hp.weight_decay(0.0),
+        hp.weight_decay_mode("decoupled"),
+    )
+    buffers = (Buffer("exp_avg"),)
+
+    @classmethod
+    def scalars(cls, k: Scalars, t: int) -> None:
+        add_momentum_correction(k, t)
+
+    @staticmethod
+    def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
+        g_hat = g * safe_div(rms(p), rms(g), 0.0)
+        return descend(p, ema_(s["exp_avg"], g_hat, k["beta"]) / k["bc"], k)
