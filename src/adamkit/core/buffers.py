@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import torch
 
-Precision = Literal["state", "exact"]
+Precision = Literal["state", "iterate", "exact"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,18 @@ class Buffer:
         when: ``when(info)``: whether this parameter gets the buffer (e.g. ``max_exp_avg_sq``
             only with ``amsgrad``); ``None`` means always.
         precision: ``"state"`` buffers are stored in the group's ``state_dtype`` (the moments);
-            ``"exact"`` buffers are small statistics kept in the compute dtype whatever the policy.
+            ``"iterate"`` buffers (a second copy of the weights, like schedule-free's z) follow
+            a floating ``state_dtype`` but are never 8-bit; ``"exact"`` buffers are small
+            statistics kept in the compute dtype whatever the policy.
+        nonnegative: the buffer never holds negative values (second moments), so 8-bit storage
+            can spend every code on magnitudes.
     """
 
     name: str
     init: Callable[[torch.Tensor, ParamInfo], torch.Tensor] = zeros
     when: Callable[[ParamInfo], bool] | None = None
     precision: Precision = "state"
+    nonnegative: bool = False
 
     def wanted(self, info: ParamInfo) -> bool:
         return self.when is None or bool(self.when(info))

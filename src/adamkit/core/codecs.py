@@ -1,0 +1,193 @@
+"""How one state buffer is stored: the codecs of the precision policy.
+
+A codec turns the compute-dtype value of a buffer into the tensors kept in ``optimizer.state[p]``
+(the buffer's own key, plus auxiliary keys ``<name>_scale``, ``<name>_kahan`` or
+``<name>_absmax``) and back. The codec of a stored buffer is recognised from what is stored, so
+a checkpoint loads the way it was written whatever the current hyperparameters say.
+
+* :class:`Plain`: the value as is (float32, float64).
+* :class:`Rounded`: bfloat16 or float16, written back by stochastic rounding (default; unbiased,
+  no extra memory) or round-to-nearest.
+* :class:`Kahan`: bfloat16/float16 as a (hi, lo) pair, hi = round(x), lo = x − hi rounded
+  stochastically: about twice the mantissa bits, at twice the storage.
+* :class:`ScaledHalf`: float16 divided by a per-tensor power-of-two scale chosen so the largest
+  magnitude sits near 2^14: no overflow for any finite value, and a relative range of about
+  2^38 inside the tensor (plain float16 overflows at |g| ≥ 256 for Adam's v and loses
+  |g| < 5.5e-3).
+* :class:`Blockwise8`: 8-bit codes of a dynamic (decade-based) quantization map scaled by the
+  absolute maximum of each block of 256 elements (Dettmers et al. 2022, arXiv:2110.02861);
+  signed map for moments that change sign, unsigned map for non-negative ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from adamkit.core.rounding import random_bits, stochastic_round
+
+Rounding = Literal["stochastic", "nearest"]
+Stored = MutableMapping[str, object]
+BLOCK = 256
+
+
+def _round_to(x: torch.Tensor, dtype: torch.dtype, rounding: Rounding, key: int) -> torch.Tensor:
+    if rounding == "stochastic":
+        return stochastic_round(x, dtype, random_bits(x, key))
+    return x.to(dtype)
+
+
+class Plain:
+    """Stored in ``dtype`` exactly as computed (a cast, round-to-nearest, if it differs)."""
+
+    random = False  # whether ``store`` draws random bits (then it needs a distinct key per call)
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
+        st[name] = value.to(self.dtype)
+
+    def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return st[name].to(dtype)  # type: ignore[union-attr]
+
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+        dst = st[name]
+        if value is not dst:
+            dst.copy_(value)  # type: ignore[union-attr]
+
+
+class Rounded(Plain):
+    """bfloat16/float16 storage written back with stochastic rounding or round-to-nearest."""
+
+    def __init__(self, dtype: torch.dtype, rounding: Rounding) -> None:
+        super().__init__(dtype)
+        self.rounding = rounding
+        self.random = rounding == "stochastic"
+
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+        st[name].copy_(_round_to(value, self.dtype, self.rounding, key))  # type: ignore[union-attr]
+
+
+class Kahan(Plain):
+    """A (hi, lo) pair in ``dtype``: x ≈ hi + lo, hi = round(x) to nearest and the compensation
+    lo = x − hi rounded stochastically, so that the pair has no bias either."""
+
+    random = True
+
+    def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
+        hi = value.to(self.dtype)
+        st[name] = hi
+        st[f"{name}_kahan"] = (value - hi.to(value.dtype)).to(self.dtype)
+
+    def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return st[name].to(dtype) + st[f"{name}_kahan"].to(dtype)  # type: ignore[union-attr]
+
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+        hi = value.to(self.dtype)
+        st[name].copy_(hi)  # type: ignore[union-attr]
+        lo = _round_to(value - hi.to(value.dtype), self.dtype, "stochastic", key)
+        st[f"{name}_kahan"].copy_(lo)  # type: ignore[union-attr]
+
+
+class ScaledHalf:
+    """float16 payload times a per-tensor power-of-two float32 scale."""
+
+    TARGET_EXPONENT = 14
+
+    def __init__(self, rounding: Rounding) -> None:
+        self.rounding = rounding
+        self.random = rounding == "stochastic"
+
+    def _scale(self, value: torch.Tensor) -> torch.Tensor:
+        amax = value.detach().abs().amax().to(torch.float32)
+        exponent = torch.ceil(torch.log2(amax)) - self.TARGET_EXPONENT
+        return torch.where(amax > 0, torch.exp2(exponent), 1.0)
+
+    def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
+        scale = self._scale(value)
+        st[name] = (value / scale).to(torch.float16)
+        st[f"{name}_scale"] = scale
+
+    def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
+        return st[name].to(dtype) * st[f"{name}_scale"].to(dtype)  # type: ignore[union-attr]
+
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+        scale = self._scale(value)
+        st[name].copy_(_round_to(value / scale, torch.float16, self.rounding, key))  # type: ignore[union-attr]
+        st[f"{name}_scale"].copy_(scale)  # type: ignore[union-attr]
+
+
+def _dynamic_map(signed: bool) -> torch.Tensor:
+    """The sorted 8-bit code values: decades 10^-k, more linear steps in the larger decades.
+
+    Unsigned: decades 10^-7..10^0 with 2^d steps in decade d (255 magnitudes) plus 0.
+    Signed: decades 10^-6..10^0 with 2^d steps (127 magnitudes) of either sign plus 0.
+    The top magnitude is exactly 1, so each block's absolute maximum is exact.
+    """
+    decades = 7 if signed else 8
+    magnitudes = []
+    for d in range(decades):
+        steps = torch.linspace(0.1, 1.0, 2**d + 1, dtype=torch.float64)[1:]
+        magnitudes.append(steps * 10.0 ** (d - decades + 1))
+    mags = torch.cat(magnitudes)
+    values = (
+        torch.cat((-mags, torch.zeros(1, dtype=torch.float64), mags))
+        if signed
+        else (torch.cat((torch.zeros(1, dtype=torch.float64), mags)))
+    )
+    return torch.sort(values).values.to(torch.float32)
+
+
+CODES = {True: _dynamic_map(signed=True), False: _dynamic_map(signed=False)}
+
+
+class Blockwise8:
+    """uint8 indices into a dynamic quantization map, scaled per block of 256 by the absmax."""
+
+    def __init__(self, signed: bool, rounding: Rounding) -> None:
+        self.signed = signed
+        self.rounding = rounding
+        self.random = rounding == "stochastic"
+
+    @staticmethod
+    def _blocks(value: torch.Tensor) -> torch.Tensor:
+        flat = value.reshape(-1).to(torch.float32)
+        return F.pad(flat, (0, (-flat.numel()) % BLOCK)).view(-1, BLOCK)
+
+    def _encode(self, value: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blocks = self._blocks(value)
+        absmax = blocks.abs().amax(dim=1, keepdim=True)
+        normalized = blocks / torch.where(absmax > 0, absmax, 1.0)
+        codes = CODES[self.signed].to(value.device)
+        upper = torch.searchsorted(codes, normalized).clamp(1, codes.numel() - 1)
+        lo, hi = codes[upper - 1], codes[upper]
+        fraction = ((normalized - lo) / (hi - lo)).clamp(0, 1)
+        if self.rounding == "stochastic":
+            draw = random_bits(normalized, key).to(torch.float32) * (1.0 / 2**32)
+            take_upper = draw < fraction
+        else:
+            take_upper = fraction >= 0.5
+        index = torch.where(take_upper, upper, upper - 1).to(torch.uint8)
+        n = value.numel()
+        return index.view(-1)[:n].view(value.shape), absmax.view(-1)
+
+    def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
+        index, absmax = self._encode(value, 0)
+        st[name] = index
+        st[f"{name}_absmax"] = absmax
+
+    def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
+        index: torch.Tensor = st[name]  # type: ignore[assignment]
+        absmax: torch.Tensor = st[f"{name}_absmax"]  # type: ignore[assignment]
+        codes = CODES[self.signed].to(index.device)
+        values = self._blocks(codes[index.long()]) * absmax.view(-1, 1)
+        return values.view(-1)[: index.numel()].view(index.shape).to(dtype)
+
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+        index, absmax = self._encode(value, key)
+        st[name].copy_(index)  # type: ignore[union-attr]
+        st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]
