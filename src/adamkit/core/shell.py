@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -34,8 +35,30 @@ import torch
 
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
+from adamkit.core.codecs import Plain
+from adamkit.core.execute import (
+    CHUNK,
+    CompiledChunks,
+    Plan,
+    compiler_available,
+    scalar_tensors,
+    split_scalars,
+    update_one,
+    worth_compiling,
+)
 from adamkit.core.params import as_param_list, check_group_params
-from adamkit.core.precision import check_state_dtype, compute_dtype, storage_dtype, store_
+from adamkit.core.precision import (
+    ROUNDINGS,
+    Codec,
+    check_policy,
+    check_state_dtype,
+    compute_dtype,
+    default_compute_dtype,
+    new_codec,
+    param_codec,
+    stored_codec,
+)
+from adamkit.core.rounding import stream_key
 
 Scalars = dict[str, Any]
 State = dict[str, torch.Tensor]
@@ -46,7 +69,28 @@ SHELL_HYPERS: tuple[hp.Hyper, ...] = (
         "state_dtype",
         None,
         check_state_dtype,
-        "storage dtype of the moments (None: the parameter's, float32 for half-precision params)",
+        "storage of the moments: None (the parameter's dtype, float32 for half-precision "
+        "params), 'float32', 'float64', 'bfloat16', 'float16' (scaled per tensor), 'int8'",
+    ),
+    hp.Hyper(
+        "state_rounding",
+        "stochastic",
+        hp.choice(*ROUNDINGS),
+        "how low-precision state is written back: 'stochastic', 'nearest', 'kahan' (bfloat16)",
+    ),
+    hp.Hyper(
+        "param_rounding",
+        "stochastic",
+        hp.choice(*ROUNDINGS),
+        "how bfloat16/float16 parameters are written back: 'stochastic', 'nearest', 'kahan'",
+    ),
+    hp.Hyper("rounding_seed", 0, hp.nonnegative_int(), "seed of the stochastic rounding"),
+    hp.Hyper(
+        "backend",
+        "auto",
+        hp.choice("auto", "compiled", "eager"),
+        "'compiled': the rule fused by torch.compile; 'eager': plain torch ops; 'auto': compiled "
+        "for groups of >= 32 tensors or >= 2^18 elements when a compiler is available",
     ),
 )
 DECAY_MODES_OF_SHELL = ("l2", "decoupled", "fixed")
@@ -68,6 +112,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     name: ClassVar[str] = ""
     hypers: ClassVar[tuple[hp.Hyper, ...]] = ()
     buffers: ClassVar[tuple[Buffer, ...]] = ()
+    shaped: ClassVar[bool] = False  # the rule reads tensor shapes (per-channel or per-block math)
 
     # ------------------------------------------------------------------ declaration hooks
     @staticmethod
@@ -121,6 +166,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _check_cross(self, hyper: Mapping[str, Any]) -> None:
         try:
+            check_policy(self.storage_setting(hyper), hyper["state_rounding"])
             self.check_hyper(hyper)
         except hp.HyperparameterError as err:
             raise hp.HyperparameterError(f"{type(self).__name__}: {err}") from None
@@ -167,11 +213,21 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             return closure()
 
     def _validated_hyper(self, index: int, group: dict[str, Any]) -> dict[str, Any]:
-        owner = f"{type(self).__name__} (param group {index})"
+        """The group's hyperparameters, checked; re-checked only when a value has changed."""
         declared = self.declared_hypers()
-        hyper = {name: declared[name].validate(owner, group[name]) for name in declared}
+        raw = [group[name] for name in declared]
+        cache = self.__dict__.setdefault("_checked", {})
+        seen = cache.get(id(group))
+        if seen is not None and len(seen[0]) == len(raw) and all(map(_same, seen[0], raw)):
+            return dict(seen[1])
+        owner = f"{type(self).__name__} (param group {index})"
+        hyper = {
+            name: declared[name].validate(owner, value)
+            for name, value in zip(declared, raw, strict=True)
+        }
         self._check_cross(hyper)
-        return hyper
+        cache[id(group)] = (copy.copy(raw), hyper)
+        return dict(hyper)
 
     def _plan(self) -> list[tuple[dict[str, Any], dict[str, Any], list[torch.Tensor]]]:
         """Check every group and gradient; return this step's work, changing nothing."""
@@ -203,21 +259,146 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """Raise if this group may not step now (e.g. schedule-free in eval mode)."""
 
     def _run(self, work: list[tuple[dict[str, Any], dict[str, Any], list[torch.Tensor]]]) -> None:
+        index = self._param_index()
         for group, hyper, active in work:
             for name in self.declared_hypers():
                 group[name] = hyper[name]
             self.begin_group_step(group, hyper)
-            per_step: dict[int, Scalars] = {}
+            by_step: dict[int, list[Plan]] = {}
             for p in active:
                 state = self.state[p]
                 if not state:
                     self._init_state(p, self._info(p, group, hyper), state)
-                t = state["step"] + 1
-                k = per_step.get(t)
-                if k is None:
-                    k = per_step[t] = self.step_scalars(hyper, t, group)
-                self._step_tensor(p, state, k)
-                state["step"] = t
+                by_step.setdefault(state["step"] + 1, []).append(
+                    self._plan_of(p, index[id(p)], hyper)
+                )
+            compiled = self._use_compiled(hyper, active)
+            for t, plans in by_step.items():
+                k = self.step_scalars(hyper, t, group)
+                eager = self._run_compiled(plans, k, hyper) if compiled else plans
+                for plan in eager:
+                    grad = real_view(plan.p.grad)
+                    update_one(
+                        self.rule,
+                        plan.slot,
+                        grad,
+                        plan.state,
+                        plan.codecs,
+                        plan.pcodec,
+                        k,
+                        plan.index,
+                        plan.exact,
+                        prepare_grad,
+                    )
+                for plan in plans:
+                    plan.state["step"] = t
+
+    def _plan_of(self, p: torch.Tensor, index: int, hyper: Mapping[str, Any]) -> Plan:
+        """The parameter's plan, reused while its state tensors and rounding policy stay."""
+        plans: dict[torch.Tensor, Plan] = self.__dict__.setdefault("_plans", {})
+        state = self.state[p]
+        roundings = (hyper["state_rounding"], hyper["param_rounding"])
+        plan = plans.get(p)
+        if plan is not None and plan.index == index and plan.valid(state, roundings):
+            return plan
+        codecs = self._codecs(state, roundings[0])
+        exact = compute_dtype(p.dtype, *_plain_dtypes(codecs.values()))
+        pcodec = self._param_codec(p, state, roundings[1])
+        plan = Plan(
+            p,
+            index,
+            state,
+            codecs,
+            pcodec,
+            exact,
+            self._param_slot(p, state),
+            self.shaped,
+            roundings,
+        )
+        plans[p] = plan
+        return plan
+
+    def _use_compiled(self, hyper: Mapping[str, Any], active: list[torch.Tensor]) -> bool:
+        backend = hyper["backend"]
+        if backend == "auto":
+            backend = os.environ.get("ADAMKIT_BACKEND", "auto")
+            if backend == "auto" and not worth_compiling(
+                len(active), sum(p.numel() for p in active)
+            ):
+                return False
+        return backend != "eager" and compiler_available()
+
+    def _run_compiled(self, plans: list[Plan], k: Scalars, hyper: dict[str, Any]) -> list[Plan]:
+        """Run what the compiled path can; return the plans left for the eager path."""
+        chunks: CompiledChunks = self.__dict__.setdefault("_compiled", CompiledChunks())
+        buckets: dict[tuple, list[Plan]] = {}
+        leftover = []
+        for plan in plans:
+            if plan.signature is None:
+                leftover.append(plan)
+            else:
+                buckets.setdefault(plan.signature, []).append(plan)
+        static, floats, ints = split_scalars(k)
+        for sig, bucket in buckets.items():
+            first = bucket[0]
+            pads = self.__dict__.setdefault("_pads", {})
+            if sig not in pads:
+                pads[sig] = self._dummy_plans(first, hyper)
+            dummies = pads[sig]
+            scalars = scalar_tensors(k, floats, ints, first.exact, first.p.device)
+            bindings = {
+                "RULE": self.rule,
+                "CODECS": first.codecs,
+                "PCODEC": first.pcodec,
+                "STATIC": static,
+                "FLOAT_NAMES": tuple(floats),
+                "INT_NAMES": tuple(ints),
+                "SLOT_NAMES": first.slot_names,
+                "STATE_NAMES": first.state_names,
+                "EXACT": first.exact,
+                "PREPARE": prepare_grad,
+            }
+            key = (type(self), sig, static_key(static), tuple(floats), tuple(ints))
+            fn = None
+            if dummies is not None:
+                fn = chunks.get(key, bindings, lambda f, d=dummies, sc=scalars: _trial(f, d, sc))
+            if fn is None:
+                leftover.extend(bucket)
+                continue
+            for start in range(0, len(bucket), CHUNK):
+                part = bucket[start : start + CHUNK]
+                tensors, indices = _pack(part + dummies[len(part) :])  # type: ignore[operator]
+                fn(tensors, scalars, indices)
+        return leftover
+
+    def _dummy_plans(self, like: Plan, hyper: dict[str, Any]) -> list[Plan] | None:
+        """``CHUNK`` small stand-ins with the same layout and codecs, to pad chunks (and to try
+        the compiler on); their sizes differ so that Dynamo does not tie them together."""
+        view = like.slot["param"]
+        out = []
+        for j in range(CHUNK):
+            shape = (j + 2,) + (2,) * (view.ndim - 1) if self.shaped else (j + 2,)
+            p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
+            p.grad = torch.ones_like(p)
+            state: dict[str, Any] = {}
+            self._init_state(p, ParamInfo(p, None, hyper), state)
+            codecs = self._codecs(state, like.roundings[0])
+            pcodec = self._param_codec(p, state, like.roundings[1])
+            plan = Plan(
+                p,
+                (1 << 30) + j,
+                state,
+                codecs,
+                pcodec,
+                like.exact,
+                self._param_slot(p, state),
+                self.shaped,
+                like.roundings,
+            )
+            if plan.signature != like.signature:
+                return None
+            out.append(plan)
+        return out
 
     def begin_group_step(self, group: dict[str, Any], hyper: dict[str, Any]) -> None:
         """Per-group, per-step bookkeeping before the tensors are updated (rarely needed)."""
@@ -226,9 +407,10 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """The scalars ``k`` of step ``t`` for a group (see the module docstring)."""
         k: Scalars = {}
         for name, value in hyper.items():
-            if name == "betas":
+            if name == "betas":  # the betas are numbers of the step, not a structural tuple
                 k.update(zip(("beta1", "beta2", "beta3")[: len(value)], value, strict=True))
-            k[name] = value
+            else:
+                k[name] = value
         k["t"] = t
         k["lr"] = float(hyper["lr"])
         self.scalars(k, t)
@@ -247,29 +429,84 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             name = next(n for n, q in zip(names, group["params"], strict=True) if q is p)
         return ParamInfo(param=p, name=name, hyper=hyper)
 
+    def _param_index(self) -> dict[int, int]:
+        """Each parameter's position across all groups (part of its random-stream key)."""
+        return {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
+
     def _init_state(self, p: torch.Tensor, info: ParamInfo, state: dict[str, Any]) -> None:
+        hyper = info.hyper
         view = real_view(p.detach())
-        stored = storage_dtype(self.storage_setting(info.hyper), p.dtype)
-        exact = compute_dtype(p.dtype, stored)
+        setting = self.storage_setting(hyper)
+        exact = default_compute_dtype(setting, p.dtype)
         pc = view.to(exact)
         state["step"] = 0
         for buf in self.buffers:
-            if buf.wanted(info):
-                value = buf.init(pc, info)
-                state[buf.name] = value.to(stored if buf.precision == "state" else exact)
+            if not buf.wanted(info):
+                continue
+            value = buf.init(pc, info).to(exact)
+            if buf.precision == "exact" or (buf.precision == "iterate" and setting == "int8"):
+                codec: Codec = Plain(exact)
+            else:
+                codec = new_codec(setting, hyper["state_rounding"], p.dtype, buf.nonnegative)
+            codec.create(state, buf.name, value)
+        if hyper["param_rounding"] == "kahan" and param_codec(p.dtype, "kahan") is not None:
+            state["param_kahan"] = torch.zeros_like(view)
 
-    def _step_tensor(self, p: torch.Tensor, state: dict[str, Any], k: Scalars) -> None:
-        view = real_view(p.detach())
-        stored = storage_dtype(self.storage_setting(k), p.dtype)
-        exact = compute_dtype(p.dtype, stored)
-        pc = view if view.dtype == exact else view.to(exact)
-        g = prepare_grad(real_view(p.grad), pc, k)
-        tensors = {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}
-        s = {name: (v if v.dtype == exact else v.to(exact)) for name, v in tensors.items()}
-        new_p = self.rule(pc, g, s, k)
-        for name, dst in tensors.items():
-            store_(dst, s[name])
-        store_(view, new_p)
+    def _codecs(self, state: Mapping[str, Any], rounding: str) -> dict[str, Codec]:
+        return {
+            buf.name: stored_codec(state, buf.name, rounding, buf.nonnegative)
+            for buf in self.buffers
+            if buf.name in state
+        }
+
+    @staticmethod
+    def _param_slot(p: torch.Tensor, state: dict[str, Any]) -> dict[str, Any]:
+        slot: dict[str, Any] = {"param": real_view(p.detach())}
+        if "param_kahan" in state:
+            slot["param_kahan"] = state["param_kahan"]
+        return slot
+
+    def _param_codec(self, p: torch.Tensor, state: Mapping[str, Any], rounding: str) -> Codec:
+        if "param_kahan" in state:
+            rounding = "kahan"
+        codec = param_codec(p.dtype, rounding)
+        return codec if codec is not None else Plain(real_view(p.detach()).dtype)
+
+    # ------------------------------------------------------------------ outside the step
+    def load_buffer(self, p: torch.Tensor, name: str) -> torch.Tensor:
+        """A state buffer of ``p`` decoded to its compute dtype (for work outside ``step``)."""
+        state = self.state[p]
+        buf = next(b for b in self.buffers if b.name == name)
+        codecs = self._codecs(state, "nearest")
+        return codecs[buf.name].load(
+            state, name, compute_dtype(p.dtype, *_plain_dtypes(codecs.values()))
+        )
+
+    def store_buffer(
+        self, p: torch.Tensor, name: str, value: torch.Tensor, group: Mapping[str, Any], stream: int
+    ) -> None:
+        """Round ``value`` into the state buffer ``name`` of ``p`` under the group's policy."""
+        state = self.state[p]
+        codec = self._codecs(state, group["state_rounding"])[name]
+        codec.store(state, name, value, stream_key(group["rounding_seed"], stream, state["step"]))
+
+    def load_param(self, p: torch.Tensor) -> torch.Tensor:
+        """The parameter in its compute dtype (with its Kahan compensation, if any)."""
+        state = self.state[p]
+        codecs = self._codecs(state, "nearest")
+        exact = compute_dtype(p.dtype, *_plain_dtypes(codecs.values()))
+        return self._param_codec(p, state, "nearest").load(
+            self._param_slot(p, state), "param", exact
+        )
+
+    def store_param(
+        self, p: torch.Tensor, value: torch.Tensor, group: Mapping[str, Any], stream: int
+    ) -> None:
+        """Write ``value`` into ``p`` with the group's ``param_rounding``."""
+        state = self.state[p]
+        codec = self._param_codec(p, state, group["param_rounding"])
+        key = stream_key(group["rounding_seed"], stream, state.get("step", 0))
+        codec.store(self._param_slot(p, state), "param", value, key)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -387,6 +624,42 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
 
 CALLABLE_MARK = "<callable>"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether a hyperparameter value is unchanged since it was checked."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or isinstance(a, torch.Tensor):
+        return False
+    return bool(a == b) if not isinstance(a, (list, dict)) else False
+
+
+def _pack(plans: list[Plan]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The flat tensor list and parameter indices of one chunk, as the compiled body reads them."""
+    tensors: list[torch.Tensor] = []
+    for plan in plans:
+        tensors += plan.state_views
+        tensors.append(plan.grad_view(real_view(plan.p.grad)))
+    indices = torch.tensor(
+        [plan.index for plan in plans], dtype=torch.int64, device=plans[0].p.device
+    )
+    return tensors, indices
+
+
+def _trial(fn: Any, dummies: list[Plan], scalars: tuple[torch.Tensor, torch.Tensor]) -> None:
+    tensors, indices = _pack(dummies)
+    fn(tensors, scalars, indices)
+
+
+def static_key(static: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((name, repr(value)) for name, value in static.items()))
+
+
+def _plain_dtypes(codecs: Iterable[Codec]) -> tuple[torch.dtype, ...]:
+    """The float64 of any plain float64 buffer, which lifts the compute dtype to float64."""
+    wide = [c.dtype for c in codecs if isinstance(c, Plain) and c.dtype == torch.float64]
+    return tuple(wide[:1])
 
 
 def _is_callable_mark(value: Any) -> bool:

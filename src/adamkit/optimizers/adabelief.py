@@ -55,8 +55,8 @@ class AdaBelief(AdamkitOptimizer):
     )
     buffers = (
         Buffer("exp_avg"),
-        Buffer("exp_avg_var"),
-        Buffer("max_exp_avg_var", when=if_hyper("amsgrad")),
+        Buffer("exp_avg_var", nonnegative=True),
+        Buffer("max_exp_avg_var", when=if_hyper("amsgrad"), nonnegative=True),
     )
 
     @classmethod

@@ -32,8 +32,8 @@ ADAM_HYPERS: tuple[Hyper, ...] = (
 )
 ADAM_BUFFERS = (
     Buffer("exp_avg"),
-    Buffer("exp_avg_sq"),
-    Buffer("max_exp_avg_sq", when=if_hyper("amsgrad")),
+    Buffer("exp_avg_sq", nonnegative=True),
+    Buffer("max_exp_avg_sq", when=if_hyper("amsgrad"), nonnegative=True),
 )
 
 

@@ -32,6 +32,7 @@ class AdamAWD(AdamkitOptimizer):
     """
 
     name = "adam_awd"
+    shaped = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.99),

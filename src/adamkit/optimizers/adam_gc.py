@@ -24,6 +24,7 @@ class AdamGC(Adam):
     """
 
     name = "adam_gc"
+    shaped = True
     hypers: tuple[Hyper, ...] = (
         *ADAM_HYPERS,
         Hyper("gc_conv_only", True, hp.flag(), "centralize only ndim ≥ 4 tensors (else ndim ≥ 2)"),

@@ -91,6 +91,7 @@ class AdamMini(AdamkitOptimizer):
     """
 
     name = "adam_mini"
+    shaped = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),
@@ -101,7 +102,7 @@ class AdamMini(AdamkitOptimizer):
         Hyper("n_kv_heads", None, hp.optional(hp.positive_int()), "key heads (grouped query)"),
         Hyper("partition", "auto", hp.choice(*PARTITIONS), "how parameters are split into blocks"),
     )
-    buffers = (Buffer("exp_avg"), Buffer("exp_avg_sq", init=block_second_moment))
+    buffers = (Buffer("exp_avg"), Buffer("exp_avg_sq", init=block_second_moment, nonnegative=True))
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)

@@ -18,13 +18,13 @@ from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError, Scalars, State
 from adamkit.core import hparams as hp
-from adamkit.core.precision import check_state_dtype, storage_dtype
+from adamkit.core.precision import check_state_dtype, new_codec
 from adamkit.core.reduce import norm
-from adamkit.core.shell import real_view
 from adamkit.optimizers.ref_controller import check_controller, new_controller, observe
 from adamkit.registry import register
 
 logger = logging.getLogger("adamkit")
+INJECT_STREAM = 1 << 21  # random streams of injections into idle parameters
 
 
 def _unit_closed(name: str, value: Any) -> float:
@@ -85,7 +85,7 @@ class AdamWMiniSF(AdamkitOptimizer):
     hypers = MINI_SF_HYPERS
     buffers = (
         Buffer("exp_avg"),
-        Buffer("exp_avg_sq"),
+        Buffer("exp_avg_sq", nonnegative=True),
         Buffer("grad_norm_ema", init=nan_scalar, precision="exact"),
     )
 
@@ -97,7 +97,8 @@ class AdamWMiniSF(AdamkitOptimizer):
             )
 
     def storage_setting(self, hyper: Mapping[str, Any]) -> str | None:
-        return hyper["dtype"] or self.defaults["dtype"] or hyper["state_dtype"]
+        constructor = getattr(self, "defaults", {}).get("dtype")
+        return hyper["dtype"] or constructor or hyper["state_dtype"]
 
     def step_scalars(self, hyper: Mapping[str, Any], t: int, group: Mapping[str, Any]) -> Scalars:
         k = super().step_scalars(hyper, t, group)
@@ -132,8 +133,9 @@ class AdamWMiniSF(AdamkitOptimizer):
 
 
 def _legacy_storage(k: Scalars, v: Tensor) -> torch.dtype:
-    """The dtype the original cast its float32 denominator to: the state dtype it would use."""
-    return storage_dtype(k["dtype"], v.dtype) if k["dtype"] else v.dtype
+    """The dtype the original cast its float32 denominator to: the float dtype of its state."""
+    codec = new_codec(k["dtype"], "nearest", v.dtype, nonnegative=True) if k["dtype"] else None
+    return getattr(codec, "dtype", v.dtype)
 
 
 def _signal(name: str, value: Any) -> float | None:
@@ -239,13 +241,11 @@ class RefAdamWMiniSF(AdamWMiniSF):
         """Inject into parameters that have state but no gradient this step."""
         for group, _hyper, active in work:
             stepped = {id(p) for p in active}
-            for p in group["params"]:
-                state = self.state[p]
-                if id(p) in stepped or "exp_avg" not in state:
+            for index, p in enumerate(group["params"]):
+                if id(p) in stepped or "exp_avg" not in self.state[p]:
                     continue
-                m = state["exp_avg"]
-                theta = real_view(p.detach()).to(torch.promote_types(m.dtype, torch.float32))
-                m.copy_(m.to(theta.dtype) * (1 - alpha) + alpha * theta)
+                m = self.load_buffer(p, "exp_avg") * (1 - alpha) + alpha * self.load_param(p)
+                self.store_buffer(p, "exp_avg", m, group, stream=INJECT_STREAM + index)
 
     @staticmethod
     def _report(hyper: Mapping[str, Any], ctrl: Mapping[str, Any]) -> None:

@@ -46,7 +46,11 @@ class AdEMAMix(AdamkitOptimizer):
         hp.weight_decay(0.0),
         hp.weight_decay_mode("decoupled"),
     )
-    buffers = (Buffer("exp_avg_fast"), Buffer("exp_avg_slow"), Buffer("exp_avg_sq"))
+    buffers = (
+        Buffer("exp_avg_fast"),
+        Buffer("exp_avg_slow"),
+        Buffer("exp_avg_sq", nonnegative=True),
+    )
 
     @classmethod
     def check_hyper(cls, hyper: Mapping[str, Any]) -> None:

@@ -20,13 +20,12 @@ from adamkit.core import (
     copy_of_param,
 )
 from adamkit.core import hparams as hp
-from adamkit.core.precision import store_
-from adamkit.core.shell import real_view
 from adamkit.parts.moments import ema_sq_
 from adamkit.registry import register
 
 # Per-group counters, kept in param_groups (so they are in state_dict) under schedulefree's names.
 GROUP_STATE: dict[str, Any] = {"k": 0, "lr_max": -1.0, "weight_sum": 0.0, "scheduled_lr": 0.0}
+SWAP_STREAM = 1 << 20  # random streams of the train/eval swaps (stochastic rounding of bf16 params)
 
 
 @register
@@ -66,7 +65,10 @@ class AdamWScheduleFree(AdamkitOptimizer):
         Hyper("r", 0.0, hp.nonnegative(), "polynomial weighting power of the average"),
         Hyper("weight_lr_power", 2.0, hp.nonnegative(), "average weights ∝ η_max^power"),
     )
-    buffers = (Buffer("z", init=copy_of_param), Buffer("exp_avg_sq"))
+    buffers = (
+        Buffer("z", init=copy_of_param, precision="iterate"),
+        Buffer("exp_avg_sq", nonnegative=True),
+    )
 
     @classmethod
     def check_hyper(cls, hyper: Mapping[str, Any]) -> None:
@@ -141,11 +143,9 @@ class AdamWScheduleFree(AdamkitOptimizer):
                 continue
             beta1 = group["betas"][0]
             weight = 1.0 - beta1 if train else 1.0 - 1.0 / beta1
-            for p in group["params"]:
-                z = self.state[p].get("z")
-                if z is None:
+            for index, p in enumerate(group["params"]):
+                if "z" not in self.state[p]:
                     continue
-                view = real_view(p.detach())
-                exact = torch.promote_types(torch.promote_types(view.dtype, z.dtype), torch.float32)
-                store_(view, view.to(exact).lerp(z.to(exact), weight))
+                moved = self.load_param(p).lerp(self.load_buffer(p, "z"), weight)
+                self.store_param(p, moved, group, stream=SWAP_STREAM + index)
             group["train_mode"] = train

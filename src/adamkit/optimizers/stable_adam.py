@@ -34,6 +34,7 @@ class StableAdam(AdamkitOptimizer):
     """
 
     name = "stable_adam"
+    shaped = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.99),

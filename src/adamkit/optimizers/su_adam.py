@@ -37,7 +37,7 @@ class SUAdam(AdamkitOptimizer):
         hp.weight_decay(0.0),
         hp.weight_decay_mode("decoupled"),
     )
-    buffers = (Buffer("exp_avg_unit"), Buffer("exp_avg_ratio"))
+    buffers = (Buffer("exp_avg_unit"), Buffer("exp_avg_ratio", nonnegative=True))
 
     @classmethod
     def scalars(cls, k: Scalars, t: int) -> None:
