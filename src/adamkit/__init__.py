@@ -8,6 +8,7 @@
 """
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError
+from adamkit.groups import param_groups_weight_decay
 from adamkit.optimizers import (
     LAMB,
     UM,
@@ -62,5 +63,6 @@ __all__ = [
     "available",
     "create",
     "optimizer_class",
+    "param_groups_weight_decay",
     "register",
 ]

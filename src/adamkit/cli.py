@@ -1,13 +1,14 @@
-"""The ``adamkit`` command line: thin; heavy imports happen inside the subcommands."""
+"""The ``adamkit`` command line: thin; each subcommand imports what it needs when it runs."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
-def _list(_args: argparse.Namespace) -> int:
+def _list(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="adamkit list", description="list the optimizers").parse_args(argv)
     import adamkit
 
     for name in adamkit.available():
@@ -17,27 +18,58 @@ def _list(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="adamkit demo", description="a one-minute demo")
+    parser.add_argument("--optimizers", default="adamw,adabelief,ademamix,lamb,adamw_schedulefree")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
     from adamkit.demo import run_demo
 
     return run_demo(args.optimizers, args.steps, args.seed)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adamkit", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the registered optimizers").set_defaults(func=_list)
-    demo = sub.add_parser("demo", help="train a small model with a few optimizers")
-    demo.add_argument("--optimizers", default="adamw,adabelief,ademamix,lamb,adamw_schedulefree")
-    demo.add_argument("--steps", type=int, default=300)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_demo)
-    return parser
+def _memory(argv: list[str]) -> int:
+    from adamkit.bench.memory import main
+
+    return main(argv)
+
+
+def _speed(argv: list[str]) -> int:
+    from adamkit.bench.speed import main
+
+    return main(argv)
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "list": (_list, "list the registered optimizers"),
+    "demo": (_demo, "train a small model with a few optimizers"),
+    "memory": (_memory, "state bytes per parameter of every optimizer x storage policy"),
+    "speed": (_speed, "step time of every optimizer against torch's fused AdamW"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: adamkit <command> [options]", "", "commands:"]
+    lines += [f"  {name:8s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "adamkit <command> --help shows a command's options."]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        import difflib
+
+        close = difflib.get_close_matches(args[0], COMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"adamkit: unknown command {args[0]!r}{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return int(command[0](args[1:]) or 0)
 
 
 if __name__ == "__main__":

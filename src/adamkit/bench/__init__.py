@@ -1,0 +1,1 @@
+"""Benchmarks: ``adamkit bench`` (tasks and report), ``adamkit speed`` and ``adamkit memory``."""

@@ -1,0 +1,232 @@
+"""``adamkit speed``: optimizer step time of every registered optimizer against torch's fused and
+foreach AdamW, on the same parameters, in one process.
+
+Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)`` (A B A B ...)
+and reports medians, so that drifts of the machine hit both alike. The first step (which
+includes compiling) is reported separately. For every candidate the table gives the step time,
+its ratio to fused AdamW, the bytes it must move per parameter (read parameter, gradient and
+state, write parameter and state) and the fraction of the measured memory bandwidth that
+implies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import adamkit
+from adamkit.bench.models import gpt_like_named_shapes
+
+SETS: dict[str, Callable[[], list[tuple[str, tuple[int, ...]]]]] = {
+    "gpt": lambda: gpt_like_named_shapes(dim=384, layers=12, vocab=8192, context=512),
+    "small": lambda: [(f"t{i}", (128,)) for i in range(1000)],
+    "large": lambda: [("w", (25_000_000,))],
+}
+
+
+def make_params(
+    shapes: list[tuple[str, tuple[int, ...]]], dtype: torch.dtype
+) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _, shape in shapes:
+        p = (torch.randn(shape, generator=gen) * 0.02).to(dtype).requires_grad_()
+        p.grad = torch.randn(shape, generator=gen).to(dtype)
+        out.append(p)
+    return out
+
+
+def clone_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    out = []
+    for p in params:
+        q = p.detach().clone().requires_grad_()
+        q.grad = p.grad.clone()  # type: ignore[union-attr]
+        out.append(q)
+    return out
+
+
+def bandwidth_gbs(numel: int = 25_000_000, repeats: int = 9) -> float:
+    """In-place ``a += b`` on float32: 12 bytes per element moved (read a, b; write a)."""
+    a, b = torch.randn(numel), torch.randn(numel)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a.add_(b)
+        times.append(time.perf_counter() - start)
+    return 12 * numel / statistics.median(times) / 1e9
+
+
+def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
+    """Read parameter and gradient, read and write every state tensor, write the parameter."""
+    state = sum(
+        v.numel() * v.element_size()
+        for p in params
+        for v in opt.state[p].values()
+        if torch.is_tensor(v)
+    )
+    moved = sum(3 * p.numel() * p.element_size() for p in params) + 2 * state
+    return moved / sum(p.numel() for p in params)
+
+
+def interleaved(
+    candidate: Callable[[], Any], baseline: Callable[[], Any], repeats: int
+) -> tuple[float, float]:
+    """Median step times of ``candidate`` and ``baseline``, measured A B A B."""
+    a, b = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        candidate()
+        a.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        baseline()
+        b.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
+
+
+def measure_set(
+    set_name: str,
+    names: list[str],
+    state_dtype: str | None,
+    backend: str,
+    repeats: int,
+    bandwidth: float,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    shapes = SETS[set_name]()
+    base = make_params(shapes, torch.float32)
+    n = sum(p.numel() for p in base)
+    fused_params = clone_params(base)
+    fused = torch.optim.AdamW(fused_params, fused=True)
+    fused.step()
+    rows = []
+    foreach_params = clone_params(base)
+    foreach = torch.optim.AdamW(foreach_params, foreach=True)
+    start = time.perf_counter()
+    foreach.step()
+    first = time.perf_counter() - start
+    t, t_fused = interleaved(foreach.step, fused.step, repeats)
+    rows.append(row(set_name, "torch AdamW(foreach)", t, t_fused, first, 28.0, n, bandwidth))
+    rows.append(row(set_name, "torch AdamW(fused)", t_fused, t_fused, 0.0, 28.0, n, bandwidth))
+    for row_ in rows:
+        log(format_row(row_))
+    for name in names:
+        params = clone_params(base)
+        hyper: dict[str, Any] = {"backend": backend, "state_dtype": state_dtype}
+        opt = adamkit.create(name, params, **hyper)
+        start = time.perf_counter()
+        opt.step()
+        first = time.perf_counter() - start
+        t, t_fused = interleaved(opt.step, fused.step, repeats)
+        label = name if state_dtype is None else f"{name} [{state_dtype}]"
+        result = row(
+            set_name, label, t, t_fused, first, min_bytes_per_param(opt, params), n, bandwidth
+        )
+        result["backend"] = backend
+        rows.append(result)
+        log(format_row(result))
+        del opt, params
+    return rows
+
+
+def row(
+    set_name: str,
+    label: str,
+    t: float,
+    t_fused: float,
+    first: float,
+    bytes_pp: float,
+    n: int,
+    bandwidth: float,
+) -> dict[str, Any]:
+    return {
+        "set": set_name,
+        "optimizer": label,
+        "step_ms": t * 1e3,
+        "fused_adamw_ms": t_fused * 1e3,
+        "ratio_to_fused": t / t_fused,
+        "first_step_s": first,
+        "bytes_per_param": bytes_pp,
+        "bandwidth_fraction": bytes_pp * n / t / 1e9 / bandwidth,
+        "per_tensor_us": None,
+    }
+
+
+def format_row(r: dict[str, Any]) -> str:
+    return (
+        f"{r['set']:6s} {r['optimizer']:32s} {r['step_ms']:9.2f} ms  x{r['ratio_to_fused']:5.2f}  "
+        f"{r['bytes_per_param']:5.1f} B/p  {100 * r['bandwidth_fraction']:5.1f}% bw  "
+        f"first {r['first_step_s']:6.2f} s"
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# adamkit speed",
+        "",
+        f"torch {results['torch']}, {results['threads']} threads, {results['cpu']}; "
+        f"measured bandwidth {results['bandwidth_gbs']:.1f} GB/s; medians of {results['repeats']} "
+        "interleaved steps against fused AdamW.",
+        "",
+        "| set | optimizer | step ms | ratio to fused AdamW | bytes/param | bandwidth "
+        "| first step s |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["rows"]:
+        lines.append(
+            f"| {r['set']} | {r['optimizer']} | {r['step_ms']:.2f} | {r['ratio_to_fused']:.2f} | "
+            f"{r['bytes_per_param']:.1f} | {100 * r['bandwidth_fraction']:.0f}% | "
+            f"{r['first_step_s']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="adamkit speed", description=__doc__)
+    parser.add_argument("--optimizers", default="all", help="comma-separated names, or 'all'")
+    parser.add_argument("--sets", default="gpt,small,large", help=f"of {', '.join(SETS)}")
+    parser.add_argument("--state-dtype", default=None, help="e.g. bfloat16 (default: the params')")
+    parser.add_argument("--backend", default="compiled", choices=("compiled", "eager", "auto"))
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("bench-results/speed"))
+    args = parser.parse_args(argv)
+    names = adamkit.available() if args.optimizers == "all" else args.optimizers.split(",")
+    for name in names:
+        adamkit.optimizer_class(name)
+    sets = args.sets.split(",")
+    for s in sets:
+        if s not in SETS:
+            parser.error(f"unknown set {s!r}; choose from {', '.join(SETS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    bandwidth = bandwidth_gbs()
+    print(f"memory bandwidth (in-place add, float32): {bandwidth:.1f} GB/s")
+    rows: list[dict[str, Any]] = []
+    for s in sets:
+        rows += measure_set(
+            s, names, args.state_dtype, args.backend, args.repeats, bandwidth, print
+        )
+    results = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "bandwidth_gbs": bandwidth,
+        "repeats": args.repeats,
+        "backend": args.backend,
+        "state_dtype": args.state_dtype,
+        "rows": rows,
+    }
+    (args.out / "speed.json").write_text(json.dumps(results, indent=2))
+    (args.out / "speed.md").write_text(markdown(results))
+    print(f"wrote {args.out / 'speed.json'} and {args.out / 'speed.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
