@@ -230,3 +230,29 @@ def test_bfloat16_params_keep_small_updates_with_stochastic_rounding_or_kahan() 
 def test_kahan_needs_bfloat16_state() -> None:
     with pytest.raises(ValueError, match="state_rounding='kahan' needs state_dtype='bfloat16'"):
         adamkit.Adam(make_params(), state_dtype="float16", state_rounding="kahan")
+
+
+def char_lm_final_loss(name: str, steps: int = 120, **hyper: object) -> float:
+    from adamkit.bench.runner import RunSpec, make_optimizer
+    from adamkit.bench.tasks import NEURAL
+
+    task = NEURAL["char-lm"]
+    model = task.model(0)
+    draw = task.batches(0)
+    opt = make_optimizer(RunSpec("char-lm", name, 3e-3, 0, "tune", steps, steps), model)
+    for group in opt.param_groups:
+        group.update(hyper)
+    for _ in range(steps):
+        x, y = draw()
+        opt.zero_grad()
+        task.loss(model, x, y).backward()
+        opt.step()
+    return task.evaluate(model, "val")["val_loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adamw", "adabelief", "ademamix"])
+def test_low_precision_state_trains_the_char_lm_like_float32(name: str) -> None:
+    exact = char_lm_final_loss(name)
+    assert char_lm_final_loss(name, state_dtype="bfloat16") == pytest.approx(exact, rel=0.02)
+    assert char_lm_final_loss(name, state_dtype="int8") == pytest.approx(exact, rel=0.05)

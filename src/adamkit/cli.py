@@ -41,7 +41,14 @@ def _speed(argv: list[str]) -> int:
     return main(argv)
 
 
+def _bench(argv: list[str]) -> int:
+    from adamkit.bench.main import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "bench": (_bench, "compare optimizers on real tasks; writes a report with tables and plots"),
     "list": (_list, "list the registered optimizers"),
     "demo": (_demo, "train a small model with a few optimizers"),
     "memory": (_memory, "state bytes per parameter of every optimizer x storage policy"),

@@ -370,10 +370,11 @@ class BAdamRef(RefOptimizer):
         else:
             u_prev = state["update"]
             floor = u_prev.abs().mean()
-            if floor.item() == 0:
-                phi = torch.zeros_like(g)
-            else:
-                phi = (g - state["grad"]) / sign_floor(u_prev, floor)
+            phi = (
+                torch.zeros_like(g)
+                if floor.item() == 0
+                else (g - state["grad"]) / sign_floor(u_prev, floor)
+            )
             v = state["exp_avg_2ed"]
             v.mul_(beta2).add_((1 - beta2) * phi)
             v_hat = v / (1 - beta2 ** (t - 1))
