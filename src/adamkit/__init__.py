@@ -7,59 +7,20 @@
 ['adabelief', 'adam', 'adam_gc']
 """
 
+from adamkit import optimizers
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError
 from adamkit.groups import param_groups_weight_decay
-from adamkit.optimizers import (
-    LAMB,
-    UM,
-    AdaBelief,
-    Adam,
-    AdamAWD,
-    AdamGC,
-    AdamMini,
-    AdamW,
-    AdamWMiniSF,
-    AdamWScheduleFree,
-    AdEMAMix,
-    BAdam,
-    DuvAdam,
-    PreLAMB,
-    RAdam,
-    RefAdamWMiniSF,
-    SAdam,
-    SRAdam,
-    StableAdam,
-    SUAdam,
-)
+from adamkit.optimizers import *  # noqa: F403 - the optimizer classes, listed in optimizers.__all__
 from adamkit.registry import available, create, optimizer_class, register
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LAMB",
-    "UM",
-    "AdEMAMix",
-    "AdaBelief",
-    "Adam",
-    "AdamAWD",
-    "AdamGC",
-    "AdamMini",
-    "AdamW",
-    "AdamWMiniSF",
-    "AdamWScheduleFree",
+    *optimizers.__all__,
     "AdamkitOptimizer",
-    "BAdam",
     "Buffer",
-    "DuvAdam",
     "Hyper",
     "HyperparameterError",
-    "PreLAMB",
-    "RAdam",
-    "RefAdamWMiniSF",
-    "SAdam",
-    "SRAdam",
-    "SUAdam",
-    "StableAdam",
     "available",
     "create",
     "optimizer_class",

@@ -239,7 +239,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> P
     try:
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
+            for future in [f for f in pending if f in done]:  # in submission order
                 kind, _ = pending.pop(future)
                 record = future.result()
                 record["kind"] = kind

@@ -226,7 +226,8 @@ def performance_profile(profile: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("fraction of tasks ρ(τ)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"performance profile over {len(profile['tasks'])} tasks (score: area / 3)")
-    ax.legend(fontsize=7)
+    if profile["rho"]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

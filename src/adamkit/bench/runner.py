@@ -186,6 +186,7 @@ def run_neural(spec: RunSpec) -> dict[str, Any]:
         compile_seconds=0.0,
         state_bytes_per_param=state_bytes_per_param(opt, model),
         signals=sorted(signals.wants),
+        splits=["val", "test"] if spec.role == "final" and not diverged else ["val"],
         schedule_free=free,
     )
     if diverged:

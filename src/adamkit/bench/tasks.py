@@ -229,7 +229,7 @@ class CharLM(NeuralTask):
     metric = "bpc"
     higher_is_better = False
     target = Target("val_bpc", 3.3, False)
-    eval_windows = 32
+    eval_windows = 64
 
     def model(self, seed: int) -> nn.Module:
         torch.manual_seed(seed)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
-from adamkit.core import hparams as hp
-from adamkit.optimizers.adam import ADAM_BUFFERS
+from adamkit.core import AdamkitOptimizer, Scalars, State
 from adamkit.parts.adaptive import adam_direction, add_bias_corrections
-from adamkit.parts.channels import INIT_RMS, SCALE_INVARIANT, rescale_to
+from adamkit.parts.channels import CHANNEL_BUFFERS, CHANNEL_HYPERS, rescale_to
 from adamkit.parts.moments import adam_moments
 from adamkit.parts.update import descend
 from adamkit.registry import register
@@ -33,15 +31,8 @@ class AdamAWD(AdamkitOptimizer):
 
     name = "adam_awd"
     shaped = True
-    hypers: tuple[Hyper, ...] = (
-        hp.lr(1e-3),
-        hp.adam_betas(0.9, 0.99),
-        hp.eps(1e-8),
-        hp.weight_decay(0.0),
-        hp.weight_decay_mode("decoupled"),
-        SCALE_INVARIANT,
-    )
-    buffers = (*ADAM_BUFFERS[:2], INIT_RMS)
+    hypers = CHANNEL_HYPERS
+    buffers = CHANNEL_BUFFERS
 
     @classmethod
     def scalars(cls, k: Scalars, t: int) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
-from adamkit.core import hparams as hp
+from adamkit.core import AdamkitOptimizer, Buffer, Scalars, State
 from adamkit.core.reduce import rms
-from adamkit.optimizers.um import SINGLE_BETA, add_momentum_correction
+from adamkit.optimizers.um import MOMENTUM_HYPERS, add_momentum_correction
 from adamkit.parts.moments import ema_
 from adamkit.parts.safe import safe_div
 from adamkit.parts.update import descend
@@ -30,12 +29,7 @@ class PreLAMB(AdamkitOptimizer):
     """
 
     name = "pre_lamb"
-    hypers: tuple[Hyper, ...] = (
-        hp.lr(1e-3),
-        SINGLE_BETA,
-        hp.weight_decay(0.0),
-        hp.weight_decay_mode("decoupled"),
-    )
+    hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 
     @classmethod

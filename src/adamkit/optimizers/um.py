@@ -13,6 +13,13 @@ from adamkit.parts.update import descend
 from adamkit.registry import register
 
 SINGLE_BETA = Hyper("beta", 0.9, hp.unit_interval(), "momentum coefficient β")
+# UM and Pre_LAMB: a single momentum coefficient (the notebook's betas=(beta, beta) only served fastai)
+MOMENTUM_HYPERS: tuple[Hyper, ...] = (
+    hp.lr(1e-3),
+    SINGLE_BETA,
+    hp.weight_decay(0.0),
+    hp.weight_decay_mode("decoupled"),
+)
 
 
 def add_momentum_correction(k: Scalars, t: int) -> None:
@@ -36,12 +43,7 @@ class UM(AdamkitOptimizer):
     """
 
     name = "um"
-    hypers: tuple[Hyper, ...] = (
-        hp.lr(1e-3),
-        SINGLE_BETA,
-        hp.weight_decay(0.0),
-        hp.weight_decay_mode("decoupled"),
-    )
+    hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from adamkit.core import Buffer, Hyper
+from adamkit.core import hparams as hp
 from adamkit.core.buffers import ParamInfo
 from adamkit.core.hparams import HyperparameterError
 from adamkit.core.reduce import channel_rms
@@ -55,6 +56,18 @@ def initial_channel_rms(p: torch.Tensor, info: ParamInfo | None = None) -> torch
 
 
 INIT_RMS = Buffer("init_rms", init=initial_channel_rms, when=is_selected, precision="exact")
+
+# Stable_Adam and Adam_AWD: Adam's moments and defaults (β2 = 0.99 as the notebook) plus the
+# selection of scale-invariant tensors and their initial per-channel RMS.
+CHANNEL_HYPERS: tuple[Hyper, ...] = (
+    hp.lr(1e-3),
+    hp.adam_betas(0.9, 0.99),
+    hp.eps(1e-8),
+    hp.weight_decay(0.0),
+    hp.weight_decay_mode("decoupled"),
+    SCALE_INVARIANT,
+)
+CHANNEL_BUFFERS = (Buffer("exp_avg"), Buffer("exp_avg_sq", nonnegative=True), INIT_RMS)
 
 
 def scale_ratio(p: torch.Tensor, init_rms: torch.Tensor) -> torch.Tensor:
