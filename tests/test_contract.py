@@ -314,3 +314,15 @@ def test_low_precision_params_take_finite_steps(name: str, dtype: torch.dtype) -
         for value in opt.state[p].values():
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 assert torch.isfinite(value).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_replacing_param_data_between_steps_is_followed(name: str) -> None:
+    params = make_params()
+    opt = adamkit.create(name, params)
+    grads = grad_stream(params)
+    run(opt, params, grads, 2)
+    params[0].data = params[0].data.clone()  # new storage, as some training utilities do
+    before = params[0].detach().clone()
+    run(opt, params, grads, 1, start=2)
+    assert not torch.equal(params[0].detach(), before)

@@ -67,6 +67,11 @@ def update_one(
 # ------------------------------------------------------------------------------- planning
 
 
+def _storage(p: torch.Tensor) -> tuple:
+    """What identifies a parameter's memory: replacing ``p.data`` changes it."""
+    return (p.data_ptr(), p.dtype, p.shape, p.stride())
+
+
 def _codec_id(codec: Codec) -> tuple:
     return (type(codec).__name__, *sorted((k, repr(v)) for k, v in vars(codec).items()))
 
@@ -89,6 +94,7 @@ class Plan:
         "state",
         "state_names",
         "state_views",
+        "storage",
         "stored",
     )
 
@@ -107,6 +113,7 @@ class Plan:
         self.p, self.index, self.state, self.codecs, self.pcodec = p, index, state, codecs, pcodec
         self.exact, self.slot, self.roundings = exact, slot, roundings
         self.stored = {n: v for n, v in state.items() if isinstance(v, torch.Tensor)}
+        self.storage = _storage(p)
         self.slot_names = tuple(sorted(slot))
         self.state_names = tuple(sorted(self.stored))
         view = slot["param"]
@@ -141,9 +148,11 @@ class Plan:
         )
 
     def valid(self, state: Mapping[str, Any], roundings: tuple[str, str]) -> bool:
-        """Whether this plan still describes the parameter (same state tensors and policy)."""
+        """Whether this plan still describes the parameter: the same storage (``p.data`` may have
+        been replaced), the same state tensors and the same rounding policy."""
         return (
-            roundings == self.roundings
+            self.storage == _storage(self.p)
+            and roundings == self.roundings
             and len(self.stored) == sum(isinstance(v, torch.Tensor) for v in state.values())
             and all(state.get(n) is t for n, t in self.stored.items())
         )
