@@ -39,7 +39,7 @@ def test_compiled_equals_eager_in_float64(name: str) -> None:
         else {}
     )
     compiled, opt = trajectory(name, "compiled", torch.float64, **kwargs)
-    assert any(fn is not None for fn in opt._compiled.functions.values()), "nothing was compiled"
+    assert any(fn is not None for fn in opt._fast.chunks.functions.values()), "nothing was compiled"
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
 
@@ -98,4 +98,4 @@ def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
     ref.step()
     torch.testing.assert_close(strided.detach(), q.detach())
     torch.testing.assert_close(single.detach(), s.detach())
-    assert not opt.__dict__.get("_compiled") or not opt._compiled.functions
+    assert not opt.__dict__.get("_fast") or not opt._fast.chunks.functions

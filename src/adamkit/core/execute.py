@@ -49,7 +49,6 @@ def update_one(
     k: Mapping[str, Any],
     index: Any,
     exact: torch.dtype,
-    prepare_grad: Callable[..., torch.Tensor],
 ) -> None:
     """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths."""
     pc = pcodec.load(slot, "param", exact)
@@ -62,6 +61,24 @@ def update_one(
         codec.store(state, name, s[name], key)
     key = stream_key(seed, index, PARAM_STREAM, t) if pcodec.random else 0
     pcodec.store(slot, "param", new_p, key)
+
+
+def real_view(t: torch.Tensor) -> torch.Tensor:
+    """Complex tensors are optimized as their real view (..., 2), exactly like torch.optim."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def prepare_grad(grad: torch.Tensor, p: torch.Tensor, k: Mapping[str, Any]) -> torch.Tensor:
+    """The gradient the rule sees: in the compute dtype, negated for ``maximize``, plus λθ (L2).
+
+    Never modifies ``grad`` in place.
+    """
+    g = grad if grad.dtype == p.dtype else grad.to(p.dtype)
+    if k["maximize"]:
+        g = -g
+    if k["l2_active"]:
+        g = g + k["weight_decay"] * p
+    return g
 
 
 # ------------------------------------------------------------------------------- planning
@@ -166,7 +183,7 @@ class Plan:
 
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
-    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, PREPARE.
+    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT.
     floats, ints = scalars
     k = dict(STATIC)  # noqa: F821
     for i, name in enumerate(FLOAT_NAMES):  # noqa: F821
@@ -182,7 +199,7 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
         state = dict(
             zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
         )
-        update_one(RULE, slot, grad, state, CODECS, PCODEC, k, indices[i], EXACT, PREPARE)  # noqa: F821
+        update_one(RULE, slot, grad, state, CODECS, PCODEC, k, indices[i], EXACT)  # noqa: F821
 
 
 def _configured(number: int, bindings: dict[str, Any]) -> Callable[..., None]:
@@ -261,3 +278,89 @@ def compiler_available() -> bool:
         compilers = ("c++", "g++", "gcc", "clang++", "cl")
         _AVAILABLE.append(hasattr(torch, "compile") and any(shutil.which(c) for c in compilers))
     return _AVAILABLE[0]
+
+
+def static_key(static: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((name, repr(value)) for name, value in static.items()))
+
+
+def pack(plans: list[Plan]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The flat tensor list and parameter indices of one chunk, as the compiled body reads them."""
+    tensors: list[torch.Tensor] = []
+    for plan in plans:
+        tensors += plan.state_views
+        tensors.append(plan.grad_view(real_view(plan.p.grad)))
+    device = plans[0].p.device
+    return tensors, torch.tensor([plan.index for plan in plans], dtype=torch.int64, device=device)
+
+
+class CompiledPath:
+    """One optimizer's compiled functions and the dummy tensors that pad its chunks."""
+
+    def __init__(self) -> None:
+        self.chunks = CompiledChunks()
+        self.pads: dict[tuple, list[Plan] | None] = {}
+
+    def run(
+        self, opt: Any, plans: list[Plan], k: Mapping[str, Any], hyper: dict[str, Any]
+    ) -> list[Plan]:
+        """Step the plans the compiled path can take; return the rest (for the eager path)."""
+        buckets: dict[tuple, list[Plan]] = {}
+        leftover = []
+        for plan in plans:
+            if plan.signature is None:
+                leftover.append(plan)
+            else:
+                buckets.setdefault(plan.signature, []).append(plan)
+        static, floats, ints = split_scalars(k)
+        for sig, bucket in buckets.items():
+            first = bucket[0]
+            if sig not in self.pads:
+                self.pads[sig] = self._dummies(opt, first, hyper)
+            dummies = self.pads[sig]
+            scalars = scalar_tensors(k, floats, ints, first.exact, first.p.device)
+            fn = None
+            if dummies is not None:
+                bindings = {
+                    "RULE": opt.rule,
+                    "CODECS": first.codecs,
+                    "PCODEC": first.pcodec,
+                    "STATIC": static,
+                    "FLOAT_NAMES": tuple(floats),
+                    "INT_NAMES": tuple(ints),
+                    "SLOT_NAMES": first.slot_names,
+                    "STATE_NAMES": first.state_names,
+                    "EXACT": first.exact,
+                }
+                key = (type(opt), sig, static_key(static), tuple(floats), tuple(ints))
+                fn = self.chunks.get(
+                    key, bindings, lambda f, d=dummies, sc=scalars: f(*_with(pack(d), sc))
+                )
+            if fn is None:
+                leftover.extend(bucket)
+                continue
+            for start in range(0, len(bucket), CHUNK):
+                part = bucket[start : start + CHUNK]
+                fn(*_with(pack(part + dummies[len(part) :]), scalars))  # type: ignore[index]
+        return leftover
+
+    @staticmethod
+    def _dummies(opt: Any, like: Plan, hyper: dict[str, Any]) -> list[Plan] | None:
+        """``CHUNK`` small stand-ins with the same layout and codecs, to pad chunks (and to try
+        the compiler on); their sizes differ so that Dynamo does not tie them together."""
+        view = like.slot["param"]
+        out = []
+        for j in range(CHUNK):
+            shape = (j + 2,) + (2,) * (view.ndim - 1) if opt.shaped else (j + 2,)
+            p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
+            p.grad = torch.ones_like(p)
+            plan = opt.standalone_plan(p, (1 << 30) + j, hyper, like)
+            if plan.signature != like.signature:
+                return None
+            out.append(plan)
+        return out
+
+
+def _with(packed: tuple[list[torch.Tensor], torch.Tensor], scalars: Any) -> tuple:
+    tensors, indices = packed
+    return tensors, scalars, indices

@@ -37,12 +37,10 @@ from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.codecs import Plain
 from adamkit.core.execute import (
-    CHUNK,
-    CompiledChunks,
+    CompiledPath,
     Plan,
     compiler_available,
-    scalar_tensors,
-    split_scalars,
+    real_view,
     update_one,
     worth_compiling,
 )
@@ -94,11 +92,6 @@ SHELL_HYPERS: tuple[hp.Hyper, ...] = (
     ),
 )
 DECAY_MODES_OF_SHELL = ("l2", "decoupled", "fixed")
-
-
-def real_view(t: torch.Tensor) -> torch.Tensor:
-    """Complex tensors are optimized as their real view (..., 2), exactly like torch.optim."""
-    return torch.view_as_real(t) if t.is_complex() else t
 
 
 def close_matches(word: str, choices: Iterable[str]) -> str:
@@ -288,7 +281,6 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                         k,
                         plan.index,
                         plan.exact,
-                        prepare_grad,
                     )
                 for plan in plans:
                     plan.state["step"] = t
@@ -330,75 +322,27 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _run_compiled(self, plans: list[Plan], k: Scalars, hyper: dict[str, Any]) -> list[Plan]:
         """Run what the compiled path can; return the plans left for the eager path."""
-        chunks: CompiledChunks = self.__dict__.setdefault("_compiled", CompiledChunks())
-        buckets: dict[tuple, list[Plan]] = {}
-        leftover = []
-        for plan in plans:
-            if plan.signature is None:
-                leftover.append(plan)
-            else:
-                buckets.setdefault(plan.signature, []).append(plan)
-        static, floats, ints = split_scalars(k)
-        for sig, bucket in buckets.items():
-            first = bucket[0]
-            pads = self.__dict__.setdefault("_pads", {})
-            if sig not in pads:
-                pads[sig] = self._dummy_plans(first, hyper)
-            dummies = pads[sig]
-            scalars = scalar_tensors(k, floats, ints, first.exact, first.p.device)
-            bindings = {
-                "RULE": self.rule,
-                "CODECS": first.codecs,
-                "PCODEC": first.pcodec,
-                "STATIC": static,
-                "FLOAT_NAMES": tuple(floats),
-                "INT_NAMES": tuple(ints),
-                "SLOT_NAMES": first.slot_names,
-                "STATE_NAMES": first.state_names,
-                "EXACT": first.exact,
-                "PREPARE": prepare_grad,
-            }
-            key = (type(self), sig, static_key(static), tuple(floats), tuple(ints))
-            fn = None
-            if dummies is not None:
-                fn = chunks.get(key, bindings, lambda f, d=dummies, sc=scalars: _trial(f, d, sc))
-            if fn is None:
-                leftover.extend(bucket)
-                continue
-            for start in range(0, len(bucket), CHUNK):
-                part = bucket[start : start + CHUNK]
-                tensors, indices = _pack(part + dummies[len(part) :])  # type: ignore[operator]
-                fn(tensors, scalars, indices)
-        return leftover
+        fast: CompiledPath = self.__dict__.setdefault("_fast", CompiledPath())
+        return fast.run(self, plans, k, hyper)
 
-    def _dummy_plans(self, like: Plan, hyper: dict[str, Any]) -> list[Plan] | None:
-        """``CHUNK`` small stand-ins with the same layout and codecs, to pad chunks (and to try
-        the compiler on); their sizes differ so that Dynamo does not tie them together."""
-        view = like.slot["param"]
-        out = []
-        for j in range(CHUNK):
-            shape = (j + 2,) + (2,) * (view.ndim - 1) if self.shaped else (j + 2,)
-            p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
-            p.grad = torch.ones_like(p)
-            state: dict[str, Any] = {}
-            self._init_state(p, ParamInfo(p, None, hyper), state)
-            codecs = self._codecs(state, like.roundings[0])
-            pcodec = self._param_codec(p, state, like.roundings[1])
-            plan = Plan(
-                p,
-                (1 << 30) + j,
-                state,
-                codecs,
-                pcodec,
-                like.exact,
-                self._param_slot(p, state),
-                self.shaped,
-                like.roundings,
-            )
-            if plan.signature != like.signature:
-                return None
-            out.append(plan)
-        return out
+    def standalone_plan(
+        self, p: torch.Tensor, index: int, hyper: Mapping[str, Any], like: Plan
+    ) -> Plan:
+        """A plan with fresh state for a tensor outside the optimizer (the compiled path's
+        padding), under the same policy as ``like``."""
+        state: dict[str, Any] = {}
+        self._init_state(p, ParamInfo(p, None, hyper), state)
+        return Plan(
+            p,
+            index,
+            state,
+            self._codecs(state, like.roundings[0]),
+            self._param_codec(p, state, like.roundings[1]),
+            like.exact,
+            self._param_slot(p, state),
+            self.shaped,
+            like.roundings,
+        )
 
     def begin_group_step(self, group: dict[str, Any], hyper: dict[str, Any]) -> None:
         """Per-group, per-step bookkeeping before the tensors are updated (rarely needed)."""
@@ -635,27 +579,6 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b) if not isinstance(a, (list, dict)) else False
 
 
-def _pack(plans: list[Plan]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The flat tensor list and parameter indices of one chunk, as the compiled body reads them."""
-    tensors: list[torch.Tensor] = []
-    for plan in plans:
-        tensors += plan.state_views
-        tensors.append(plan.grad_view(real_view(plan.p.grad)))
-    indices = torch.tensor(
-        [plan.index for plan in plans], dtype=torch.int64, device=plans[0].p.device
-    )
-    return tensors, indices
-
-
-def _trial(fn: Any, dummies: list[Plan], scalars: tuple[torch.Tensor, torch.Tensor]) -> None:
-    tensors, indices = _pack(dummies)
-    fn(tensors, scalars, indices)
-
-
-def static_key(static: Mapping[str, Any]) -> tuple:
-    return tuple(sorted((name, repr(value)) for name, value in static.items()))
-
-
 def _plain_dtypes(codecs: Iterable[Codec]) -> tuple[torch.dtype, ...]:
     """The float64 of any plain float64 buffer, which lifts the compute dtype to float64."""
     wide = [c.dtype for c in codecs if isinstance(c, Plain) and c.dtype == torch.float64]
@@ -671,16 +594,3 @@ def hyperparameter_table(cls: type[AdamkitOptimizer]) -> str:
     lines = ["Hyperparameters (keyword-only):", ""]
     lines += [f"* ``{h.name}={h.default!r}``: {h.doc}" for h in cls.declared_hypers().values()]
     return "\n".join("    " + line if line else "" for line in lines)
-
-
-def prepare_grad(grad: torch.Tensor, p: torch.Tensor, k: Scalars) -> torch.Tensor:
-    """The gradient the rule sees: in the compute dtype, negated for ``maximize``, plus λθ (L2).
-
-    Never modifies ``grad`` in place.
-    """
-    g = grad if grad.dtype == p.dtype else grad.to(p.dtype)
-    if k["maximize"]:
-        g = -g
-    if k["l2_active"]:
-        g = g + k["weight_decay"] * p
-    return g
