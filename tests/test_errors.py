@@ -126,9 +126,12 @@ def test_unknown_optimizer_name_lists_close_matches() -> None:
         adamkit.create("nesterov", params())
 
 
-def test_ademamix_beta3_scheduler_needs_beta1() -> None:
-    with pytest.raises(ValueError, match=r"beta3 scheduler .* needs beta1 > 0"):
-        adamkit.AdEMAMix(params(), betas=(0.0, 0.999, 0.9999), T_beta3=100)
+def test_ademamix_schedulers_need_beta1() -> None:
+    for horizon in ({"T_beta3": 100}, {"T_alpha": 100}):
+        with pytest.raises(ValueError, match=r"AdEMAMix schedulers .* need beta1 > 0"):
+            adamkit.AdEMAMix(params(), betas=(0.0, 0.999, 0.9999), **horizon)
+    with pytest.raises(ValueError, match="beta3 scheduler needs beta3 > 0"):
+        adamkit.AdEMAMix(params(), betas=(0.9, 0.999, 0.0), T_beta3=100)
     adamkit.AdEMAMix(params(), betas=(0.0, 0.999, 0.9999))  # no scheduler: fine
 
 

@@ -55,10 +55,17 @@ class AdEMAMix(AdamkitOptimizer):
     @classmethod
     def check_hyper(cls, hyper: Mapping[str, Any]) -> None:
         beta1, _, beta3 = hyper["betas"]
-        if hyper["T_beta3"] is not None and (beta1 == 0 or beta3 == 0):
+        schedulers = [n for n in ("T_alpha", "T_beta3") if hyper[n] is not None]
+        if schedulers and beta1 == 0:
             raise HyperparameterError(
-                f"the beta3 scheduler (T_beta3={hyper['T_beta3']!r}) needs beta1 > 0 and beta3 > 0 "
-                f"(it interpolates ln beta1 and ln beta3), got betas={tuple(hyper['betas'])!r}"
+                f"the AdEMAMix schedulers ({', '.join(schedulers)}) need beta1 > 0 (the beta3 "
+                "scheduler interpolates ln beta1; SPEC refuses beta1 = 0 with any scheduler), "
+                f"got betas={tuple(hyper['betas'])!r}"
+            )
+        if hyper["T_beta3"] is not None and beta3 == 0:
+            raise HyperparameterError(
+                f"the beta3 scheduler needs beta3 > 0 (it interpolates ln beta3), got betas="
+                f"{tuple(hyper['betas'])!r}"
             )
 
     @classmethod
