@@ -7,6 +7,8 @@ to make reductions global under sharding.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -16,13 +18,13 @@ def norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
-    """sqrt(mean(x²)) over the whole tensor, as a 0-d tensor."""
-    return x.square().mean().sqrt()
+    """sqrt(mean(x²)) over the whole tensor, as a 0-d tensor (‖x‖₂/sqrt(n): no temporary)."""
+    return torch.linalg.vector_norm(x) / math.sqrt(max(1, x.numel()))
 
 
 def mean_abs(x: torch.Tensor) -> torch.Tensor:
-    """mean(|x|) over the whole tensor, as a 0-d tensor."""
-    return x.abs().mean()
+    """mean(|x|) over the whole tensor, as a 0-d tensor (‖x‖₁/n: no temporary)."""
+    return torch.linalg.vector_norm(x, 1) / max(1, x.numel())
 
 
 def channel_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -37,7 +39,8 @@ def channel_rms(x: torch.Tensor) -> torch.Tensor:
     """
     if x.ndim <= 1:
         return x.abs()
-    return x.square().mean(dim=channel_dims(x), keepdim=True).sqrt()
+    per_channel = x[0].numel()
+    return torch.linalg.vector_norm(x, dim=channel_dims(x), keepdim=True) / math.sqrt(per_channel)
 
 
 def channel_mean(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ The rule contract::
 
     rule(p, g, s, k) -> new value of p
 
-* ``p``: the parameter (real view, compute dtype), read-only;
+* ``p``: the parameter (real view, compute dtype); read-only except for the final
+  :func:`adamkit.parts.update.descend`, which writes the new value into it;
 * ``g``: the prepared gradient (negated for ``maximize``, plus λθ in ``"l2"`` mode), read-only;
 * ``s``: ``{buffer name: tensor in the compute dtype}``; update in place or assign new tensors;
 * ``k``: the step's scalars: every hyperparameter of the group (``betas`` split into ``beta1``,

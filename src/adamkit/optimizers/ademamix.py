@@ -13,7 +13,7 @@ from adamkit.core import hparams as hp
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_, ema_sq_
 from adamkit.parts.schedules import alpha_schedule, beta3_schedule
-from adamkit.parts.update import descend
+from adamkit.parts.update import add_scaled_, descend
 from adamkit.registry import register
 
 
@@ -79,5 +79,6 @@ class AdEMAMix(AdamkitOptimizer):
         m1 = ema_(s["exp_avg_fast"], g, k["beta1"])
         m2 = ema_(s["exp_avg_slow"], g, k["beta3_t"])
         nu = ema_sq_(s["exp_avg_sq"], g, k["beta2"])
-        denom = (nu / k["bc2"] + k["eps_root"]).sqrt() + k["eps"]
-        return descend(p, (m1 / k["bc1"] + k["alpha_t"] * m2) / denom, k)
+        denom = nu.div(k["bc2"]).add_(k["eps_root"]).sqrt_().add_(k["eps"])
+        mixed = add_scaled_(m1.div(k["bc1"]), m2, k["alpha_t"])
+        return descend(p, mixed.div_(denom), k)

@@ -10,7 +10,8 @@ from adamkit.core import hparams as hp
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.moments import ema_
 from adamkit.parts.safe import safe_div, sign_floor
-from adamkit.parts.softplus import softplus
+from adamkit.parts.softplus import softplus_
+from adamkit.parts.update import add_scaled_
 from adamkit.registry import register
 
 
@@ -59,19 +60,19 @@ class BAdam(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        m_hat = ema_(s["exp_avg_1st"], g, k["beta1"]) / k["bc1"]
-        scale = k["lr"] * mean_abs(p)
+        m = ema_(s["exp_avg_1st"], g, k["beta1"])
+        scale = k["lr"] * mean_abs(p) / k["bc1"]  # η·ε_t/bc1: u = scale·m (/ softplus)
+        u = s["update"]
         if k["first_step"]:
-            u = scale * m_hat
+            u.copy_(m).mul_(scale)
         else:
-            previous = s["update"]
-            phi = safe_div(g - s["grad"], sign_floor(previous, mean_abs(previous)), 0.0)
-            phi = phi.clamp(-torch.finfo(phi.dtype).max, torch.finfo(phi.dtype).max)
+            biggest = torch.finfo(g.dtype).max
+            phi = safe_div(g - s["grad"], sign_floor(u, mean_abs(u)), 0.0).clamp_(-biggest, biggest)
             # β2·v + (1 − β2)·Φ, not a lerp: v − Φ may overflow where the sum does not.
-            v = s["exp_avg_2ed"].mul_(k["beta2"]).add_((1 - k["beta2"]) * phi)
-            u = scale * m_hat / softplus((v / k["bc2_prev"]).abs(), k["smooth"])
+            v = add_scaled_(s["exp_avg_2ed"].mul_(k["beta2"]), phi, 1 - k["beta2"])
+            denom = softplus_(v.div(k["bc2_prev"]).abs_(), k["smooth"])
+            u.copy_(denom.reciprocal_().mul_(m).mul_(scale))
         if k["decay_active"]:
-            u = u + k["decay"] * p
-        s["update"].copy_(u)
+            add_scaled_(u, p, k["decay"])
         s["grad"].copy_(g)
-        return p - u
+        return p.sub_(u)

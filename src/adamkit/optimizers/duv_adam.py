@@ -46,8 +46,10 @@ class DuvAdam(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        deviation = (safe_div(g, s["exp_avg"], 1.0) - 1).square()
-        deviation = torch.where(deviation.isfinite(), deviation, torch.finfo(g.dtype).max)
+        biggest = torch.finfo(g.dtype).max
+        deviation = safe_div(g, s["exp_avg"], 1.0).sub_(1).square_()
+        deviation.nan_to_num_(nan=biggest, posinf=biggest)
         m = ema_(s["exp_avg"], g, k["beta1"])
         v = ema_(s["exp_avg_sq"], deviation, k["beta2"])
-        return descend(p, (m / k["bc1"]) / (1 + (v / k["bc2"]).sqrt()), k)
+        denom = v.div(k["bc2"]).sqrt_().add_(1)
+        return descend(p, denom.reciprocal_().mul_(m).div_(k["bc1"]), k)

@@ -11,7 +11,7 @@ from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import adam_direction, add_bias_corrections
 from adamkit.parts.moments import adam_moments
 from adamkit.parts.trust import trust_ratio
-from adamkit.parts.update import descend
+from adamkit.parts.update import add_scaled_, descend
 from adamkit.registry import register
 
 
@@ -52,5 +52,5 @@ class LAMB(AdamkitOptimizer):
         m, v = adam_moments(g, s, k)
         u = adam_direction(m, v, k)
         if k["weight_decay_mode"] == "trust_ratio":
-            u = u + k["weight_decay"] * p
-        return descend(p, trust_ratio(p, u, k["trust_clamp"]) * u, k)
+            add_scaled_(u, p, k["weight_decay"])
+        return descend(p, u.mul_(trust_ratio(p, u, k["trust_clamp"])), k)

@@ -13,7 +13,7 @@ from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import add_bias_corrections, add_rectifier
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.softplus import softplus
+from adamkit.parts.softplus import softplus_
 from adamkit.parts.update import descend
 from adamkit.registry import register
 
@@ -47,7 +47,8 @@ class SAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        return descend(p, (m / k["bc1"]) / softplus(v.sqrt() / k["sqrt_bc2"], k["smooth"]), k)
+        denom = softplus_(v.sqrt().div_(k["sqrt_bc2"]), k["smooth"])
+        return descend(p, denom.reciprocal_().mul_(m).div_(k["bc1"]), k)
 
 
 @register
@@ -74,7 +75,7 @@ class SRAdam(SAdam):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        m_hat = m / k["bc1"]
         if not k["rectified"]:
-            return descend(p, m_hat, k)
-        return descend(p, m_hat / softplus(v.sqrt() / (k["sqrt_bc2"] * k["rect"]), k["smooth"]), k)
+            return descend(p, m / k["bc1"], k)
+        denom = softplus_(v.sqrt().div_(k["sqrt_bc2"] * k["rect"]), k["smooth"])
+        return descend(p, denom.reciprocal_().mul_(m).div_(k["bc1"]), k)

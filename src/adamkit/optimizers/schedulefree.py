@@ -21,6 +21,7 @@ from adamkit.core import (
 )
 from adamkit.core import hparams as hp
 from adamkit.parts.moments import ema_sq_
+from adamkit.parts.update import add_scaled_
 from adamkit.registry import register
 
 # Per-group counters, kept in param_groups (so they are in state_dict) under schedulefree's names.
@@ -119,11 +120,11 @@ class AdamWScheduleFree(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         v = ema_sq_(s["exp_avg_sq"], g, k["beta2"])
-        step = k["lr"] * (g / (v.sqrt() / k["sqrt_bc2"] + k["eps"]))
+        step = v.sqrt().div_(k["sqrt_bc2"]).add_(k["eps"]).reciprocal_().mul_(g).mul_(k["lr"])
         if k["decay_active"]:
-            step = step + k["decay"] * p
+            add_scaled_(step, p, k["decay"])
         z = s["z"]
-        y = p.lerp(z, k["ckp1"]) + k["y_rate"] * step
+        y = add_scaled_(p.lerp_(z, k["ckp1"]), step, k["y_rate"])  # y written into p
         z.sub_(step)
         return y
 

@@ -46,7 +46,8 @@ class SUAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         unit = g.sign()
-        flips = (safe_div(unit, s["exp_avg_unit"], 1.0) - 1).abs()
+        flips = safe_div(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
         m = ema_(s["exp_avg_unit"], unit, k["beta1"])
         v = ema_(s["exp_avg_ratio"], flips, k["beta2"])
-        return descend(p, mean_abs(p) * (m / k["bc1"]) / (1 + v / k["bc2"]), k)
+        scale = mean_abs(p) / k["bc1"]
+        return descend(p, v.div(k["bc2"]).add_(1).reciprocal_().mul_(m).mul_(scale), k)

@@ -25,8 +25,13 @@ def adam_direction(m: torch.Tensor, v: torch.Tensor, k: Scalars) -> torch.Tensor
     ``optimized_update``), i.e. the standard form with ε replaced by ε/sqrt(bc2).
     """
     if k.get("eps_mode", "standard") == "hat":
-        return m * (k["sqrt_bc2"] / k["bc1"]) / (v.sqrt() + k["eps"])
-    return (m / k["bc1"]) / (v.sqrt() / k["sqrt_bc2"] + k["eps"])
+        denom, scale = v.sqrt().add_(k["eps"]), k["sqrt_bc2"] / k["bc1"]
+    else:
+        denom, scale = v.sqrt().div_(k["sqrt_bc2"]).add_(k["eps"]), 1 / k["bc1"]
+    if denom.shape != m.shape:  # a block second moment (Adam-mini) broadcasts over m
+        return m * scale / denom
+    # One temporary, reused in place: on the CPU every fresh full-size tensor costs page faults.
+    return denom.reciprocal_().mul_(m).mul_(scale)
 
 
 def add_rectifier(k: Scalars, t: int, threshold: float, inclusive: bool = False) -> None:

@@ -7,8 +7,8 @@ import torch
 
 def safe_div(num: torch.Tensor, den: torch.Tensor, fallback: float) -> torch.Tensor:
     """num / den where den ≠ 0, ``fallback`` elsewhere (the division runs only where den ≠ 0)."""
-    nonzero = den != 0
-    return torch.where(nonzero, num / torch.where(nonzero, den, 1.0), fallback)
+    zero = den == 0
+    return (num / den.masked_fill(zero, 1.0)).masked_fill_(zero, fallback)
 
 
 def sign_floor(u: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 
-def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
-    """sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0 (Tong et al. 2019)."""
-    return x + torch.log1p(torch.exp(-beta * x)) / beta
+def softplus_(x: torch.Tensor, beta: Any) -> torch.Tensor:
+    """In place: sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0
+    (Tong et al. 2019). ``x`` must be a temporary the caller owns."""
+    return x.add_(torch.exp(x * -beta).log1p_().div_(beta))

@@ -9,13 +9,26 @@ import torch
 Scalars = dict[str, Any]
 
 
+def add_scaled_(x: torch.Tensor, y: torch.Tensor, a: Any) -> torch.Tensor:
+    """In place: x ← x + a·y (``a`` a Python number in eager mode, a 0-d tensor when compiled)."""
+    if isinstance(a, (int, float)):
+        return x.add_(y, alpha=a)
+    return x.add_(a * y)
+
+
 def descend(p: torch.Tensor, d: torch.Tensor | None, k: Scalars) -> torch.Tensor:
-    """θ ← θ·(1 − κ) − η·d.
+    """θ ← θ·(1 − κ) − η·d, written into ``p`` and returned.
 
     κ is the shell's decay factor (η·λ for ``"decoupled"``, λ for ``"fixed"``, 0 otherwise);
-    ``d=None`` applies the decay only (a step that leaves the direction out).
+    ``d=None`` applies the decay only (a step that leaves the direction out). This is a rule's
+    last operation: it updates ``p`` in place (the parameter itself, or its compute-dtype copy
+    that the shell then rounds into the parameter), so no full-size temporary is made.
     """
-    out = p * (1 - k["decay"]) if k["decay_active"] else p
+    if k["decay_active"]:
+        p.mul_(1 - k["decay"])
     if d is None:
-        return out if out is not p else p.clone()
-    return out - k["lr"] * d
+        return p
+    lr = k["lr"]
+    if isinstance(lr, float):  # eager: no temporary for lr·d
+        return p.add_(d, alpha=-lr)
+    return p.sub_(lr * d)
