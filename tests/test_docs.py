@@ -21,3 +21,9 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     commands = re.findall(r"```bash\n(.+?)\n```", README)
     test_command = next(c for c in commands if "pytest" in c)
     assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_quick_start_runs(capsys) -> None:  # type: ignore[no-untyped-def]
+    code = re.findall(r"```python\n(.+?)\n```", README, flags=re.S)[0]
+    exec(compile(code, "README quick start", "exec"), {})
+    assert "adabelief" in capsys.readouterr().out
