@@ -177,6 +177,8 @@ def test_bad_names_and_unwritable_out_fail_before_training(tmp_path: Path) -> No
     blocker.write_text("not a folder")
     with pytest.raises(SystemExit, match="cannot write the report folder"):
         bench_main.main(["--out", str(blocker / "report"), "--workers", "0"])
+    with pytest.raises(SystemExit, match="cannot use --device 'nodevice'"):
+        bench_main.main(["--device", "nodevice", "--out", str(tmp_path / "d")])
     with pytest.raises(SystemExit, match="at least 3 final seeds"):
         bench_main.main(["--seeds", "2", "--out", str(tmp_path / "c")])
 

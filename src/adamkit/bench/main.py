@@ -102,6 +102,16 @@ def seeds_from(given: str, tuning: tuple[int, ...]) -> tuple[int, ...]:
     return seeds
 
 
+def check_device(device: str) -> None:
+    """Fail before any training on a device this machine does not have."""
+    import torch
+
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise SystemExit(f"adamkit bench: cannot use --device {device!r}: {err}") from None
+
+
 def check_writable(out: Path) -> None:
     """Fail before any training if the report folder cannot be written."""
     try:
@@ -187,6 +197,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> P
         grid_spacing=protocol.grid_spacing,
         final_seeds=seeds_from(args.seeds, protocol.tuning_seeds),
     )
+    check_device(args.device)
     check_writable(args.out)
     neural = [t for t in tasks if t in NEURAL]
     toys = [t for t in tasks if t in TOYS]
