@@ -59,9 +59,7 @@ class Adam(AdamkitOptimizer):
     hypers = ADAM_HYPERS
     buffers = ADAM_BUFFERS
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
+    scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

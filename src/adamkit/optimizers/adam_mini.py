@@ -115,9 +115,7 @@ class AdamMini(AdamkitOptimizer):
             self.param_groups.pop()
             raise HyperparameterError(f"{type(self).__name__}: {err}") from None
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
+    scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

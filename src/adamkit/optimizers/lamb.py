@@ -43,9 +43,7 @@ class LAMB(AdamkitOptimizer):
     )
     buffers = ADAM_BUFFERS[:2]
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
+    scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

@@ -32,9 +32,7 @@ class PreLAMB(AdamkitOptimizer):
     hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_momentum_correction(k, t)
+    scalars = staticmethod(add_momentum_correction)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

@@ -8,7 +8,7 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
-from adamkit.parts.adaptive import add_bias_corrections, add_rectifier, rectified_direction
+from adamkit.parts.adaptive import add_rectified_corrections, rectified_direction
 from adamkit.parts.moments import adam_moments
 from adamkit.parts.update import descend
 from adamkit.registry import register
@@ -44,10 +44,7 @@ class RAdam(AdamkitOptimizer):
     )
     buffers = ADAM_BUFFERS[:2]
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
-        add_rectifier(k, t, k["rectify_threshold"])
+    scalars = staticmethod(add_rectified_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
-from adamkit.parts.adaptive import add_bias_corrections, add_rectifier
+from adamkit.parts.adaptive import add_bias_corrections, add_rectified_corrections
 from adamkit.parts.moments import adam_moments
 from adamkit.parts.softplus import softplus_
 from adamkit.parts.update import descend
@@ -40,9 +40,7 @@ class SAdam(AdamkitOptimizer):
     hypers = SOFTPLUS_HYPERS
     buffers = ADAM_BUFFERS[:2]
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
+    scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
@@ -67,10 +65,7 @@ class SRAdam(SAdam):
     name = "sradam"
     hypers = (*SOFTPLUS_HYPERS, hp.rectify_threshold(5.0))
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
-        add_rectifier(k, t, k["rectify_threshold"])
+    scalars = staticmethod(add_rectified_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

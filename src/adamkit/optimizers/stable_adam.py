@@ -36,9 +36,7 @@ class StableAdam(AdamkitOptimizer):
     hypers = CHANNEL_HYPERS
     buffers = CHANNEL_BUFFERS
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
+    scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

@@ -39,9 +39,7 @@ class SUAdam(AdamkitOptimizer):
     )
     buffers = (Buffer("exp_avg_unit"), Buffer("exp_avg_ratio", nonnegative=True))
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_bias_corrections(k, t)
+    scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

@@ -46,9 +46,7 @@ class UM(AdamkitOptimizer):
     hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 
-    @classmethod
-    def scalars(cls, k: Scalars, t: int) -> None:
-        add_momentum_correction(k, t)
+    scalars = staticmethod(add_momentum_correction)
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:

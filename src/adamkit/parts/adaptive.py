@@ -48,6 +48,12 @@ def add_rectifier(k: Scalars, t: int, threshold: float, inclusive: bool = False)
         k["rect"] = 0.0
 
 
+def add_rectified_corrections(k: Scalars, t: int) -> None:
+    """Bias corrections and RAdam's rectification at the group's ``rectify_threshold``."""
+    add_bias_corrections(k, t)
+    add_rectifier(k, t, k["rectify_threshold"])
+
+
 def rectifier(beta2: float, t: int) -> tuple[float, float]:
     """(ρ_t, r_t) of RAdam for step t; r_t is 0 where it is undefined (ρ_t ≤ 4)."""
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
