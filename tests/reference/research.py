@@ -43,8 +43,18 @@ class _AdamMomentsBase(RefOptimizer):
     """Adam moments with a generic weight decay; used by §9 and §10."""
 
     def __init__(
-        self, params, *, lr, betas, eps, weight_decay, weight_decay_mode, scale_invariant, maximize
+        self,
+        params: list[torch.Tensor],
+        *,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        weight_decay_mode: str = "decoupled",
+        scale_invariant: Callable[[torch.Tensor], bool] | None = None,
+        maximize: bool = False,
     ):
+        """SPEC §9/§10 defaults (both sections share them)."""
         super().__init__(params, maximize=maximize)
         self.lr = lr
         self.betas = tuple(betas)
@@ -81,29 +91,6 @@ class StableAdamRef(_AdamMomentsBase):
     the tensor is not selected by ``scale_invariant``); θ^k ← θ^k - η · r_k · m̂^k/(sqrt(v̂^k)+ε).
     """
 
-    def __init__(
-        self,
-        params: list[torch.Tensor],
-        *,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        weight_decay_mode: str = "decoupled",
-        scale_invariant: Callable[[torch.Tensor], bool] | None = None,
-        maximize: bool = False,
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            weight_decay_mode=weight_decay_mode,
-            scale_invariant=scale_invariant,
-            maximize=maximize,
-        )
-
     def _update(self, p, g, state):
         # r_k from θ_{t-1}, before the step; 1 for tensors that are not selected
         ratio = _safe_ratio(channel_rms(p), state["init_rms"]) if "init_rms" in state else 1.0
@@ -119,29 +106,6 @@ class AdamAWDRef(_AdamMomentsBase):
     where RMS(θ^k) = 0. The SPEC lists no weight_decay; it is accepted (default 0) with the
     generic modes, applied before the rescale.
     """
-
-    def __init__(
-        self,
-        params: list[torch.Tensor],
-        *,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        weight_decay_mode: str = "decoupled",
-        scale_invariant: Callable[[torch.Tensor], bool] | None = None,
-        maximize: bool = False,
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            weight_decay_mode=weight_decay_mode,
-            scale_invariant=scale_invariant,
-            maximize=maximize,
-        )
 
     def _update(self, p, g, state):
         direction = self._adam_direction(p, g, state)

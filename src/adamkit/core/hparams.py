@@ -201,17 +201,6 @@ def interval_pair() -> Check:
     return check
 
 
-def callable_or_none() -> Check:
-    """``None`` or a callable."""
-
-    def check(name: str, value: Any) -> Any:
-        if value is not None and not callable(value):
-            raise TypeError(f"invalid {name}={value!r}: must be a callable or None")
-        return value
-
-    return check
-
-
 # The hyperparameters most optimizers share, so that names, checks and docs are written once.
 
 
