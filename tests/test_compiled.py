@@ -3,12 +3,17 @@ and falls back to eager where it cannot run."""
 
 from __future__ import annotations
 
+import gc
+import io
+import weakref
+
 import pytest
 import torch
 import torch._dynamo.utils as dynamo_utils
 from helpers import grad_stream, make_params
 
 import adamkit
+from adamkit.core import compiled
 
 NAMES = adamkit.available()
 SHAPES = ((6, 3, 2, 2), (5, 7), (9,), (1,), (3, 4))
@@ -99,3 +104,105 @@ def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
     torch.testing.assert_close(strided.detach(), q.detach())
     torch.testing.assert_close(single.detach(), s.detach())
     assert not opt.__dict__.get("_fast") or not opt._fast.chunks.functions
+
+
+ELEMENTWISE = [n for n in NAMES if adamkit.optimizer_class(n).elementwise]
+
+
+def test_elementwise_declarations_hold() -> None:
+    # An optimizer that declares its rule element-wise may have its small tensors concatenated
+    # by the compiled path: stepping two tensors must equal stepping their concatenation.
+    assert {"adam", "adamw", "radam", "adabelief", "ademamix"} <= set(ELEMENTWISE)
+    assert not adamkit.optimizer_class("adam_gc").elementwise  # own rule, not re-declared
+    for name in ELEMENTWISE:
+        a, b = make_params(torch.float64, ((5, 3), (8,)))
+        joined = torch.cat([a.detach().view(-1), b.detach().view(-1)]).requires_grad_()
+        separate = adamkit.create(name, [a, b], backend="eager")
+        together = adamkit.create(name, [joined], backend="eager")
+        grads = grad_stream([joined])
+        for i in range(4):
+            g = grads(i)[0] * torch.linspace(0.1, 3.0, joined.numel(), dtype=torch.float64)
+            a.grad, b.grad = g[:15].view(5, 3).clone(), g[15:].clone()
+            joined.grad = g.clone()
+            separate.step()
+            together.step()
+        torch.testing.assert_close(
+            torch.cat([a.detach().view(-1), b.detach().view(-1)]),
+            joined.detach(),
+            rtol=1e-13,
+            atol=1e-15,
+            msg=f"{name} declares elementwise but is not",
+        )
+
+
+def stepped(backend: str, steps: int, **hyper: object) -> tuple[list[torch.Tensor], object]:
+    params = make_params(torch.float64, SHAPES)
+    opt = adamkit.AdamW(params, backend=backend, weight_decay=0.1, **hyper)
+    grads = grad_stream(params)
+    for i in range(steps):
+        for p, g in zip(params, grads(i), strict=True):
+            p.grad = g.clone()
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.slow
+def test_merged_small_tensors_keep_state_as_ordinary_views_and_resume_exactly() -> None:
+    params, opt = stepped("compiled", 3)
+    assert any(
+        isinstance(call, compiled.Merged)
+        for bucket in next(iter(opt._programs.values())).work.buckets
+        for call in bucket.calls
+    )
+    for p in params:
+        assert opt.state[p]["exp_avg"].shape == p.shape
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    # a fresh optimizer, loaded, continues exactly like the uninterrupted one
+    clones = [p.detach().clone().requires_grad_() for p in params]
+    fresh = adamkit.AdamW(clones, backend="compiled", weight_decay=0.1)
+    saved.seek(0)
+    fresh.load_state_dict(torch.load(saved))
+    grads = grad_stream(params)
+    for i in range(3, 6):
+        for p, q, g in zip(params, clones, grads(i), strict=True):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        fresh.step()
+    for p, q in zip(params, clones, strict=True):
+        assert torch.equal(p, q)
+    eager, _ = stepped("eager", 6)
+    for p, e in zip(params, eager, strict=True):
+        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_compiled_path_follows_changes_between_steps() -> None:
+    # Replaced parameter storage, replaced state tensors, parameters without gradients and
+    # parameters at different steps: the compiled path must notice each and match eager.
+    def script(backend: str) -> list[torch.Tensor]:
+        params = make_params(torch.float64, SHAPES)
+        opt = adamkit.AdamW(params, backend=backend)
+        grads = grad_stream(params)
+        for i in range(11):
+            for j, (p, g) in enumerate(zip(params, grads(i), strict=True)):
+                p.grad = None if (i in (7, 8) and j == 0) else g.clone()
+            if i == 3:
+                params[1].data = params[1].data.clone()
+            if i == 5:
+                opt.state[params[2]]["exp_avg"] = opt.state[params[2]]["exp_avg"].clone() * 0.5
+            opt.step()
+        return params
+
+    for a, b in zip(script("compiled"), script("eager"), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_compiled_steps_keep_no_gradient_alive() -> None:
+    params, _opt = stepped("compiled", 2)
+    refs = [weakref.ref(p.grad) for p in params]
+    for p in params:
+        p.grad = None
+    gc.collect()
+    assert all(r() is None for r in refs)

@@ -76,6 +76,22 @@ def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) 
     return moved / sum(p.numel() for p in params)
 
 
+def peak_step_bytes(step: Callable[[], Any]) -> int:
+    """The most memory a step holds beyond what it started with (temporaries, scratch), from
+    the allocation events the profiler records (every CPU/device allocation of torch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    held = peak = 0
+    for event in events:
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak
+
+
 def interleaved(
     candidate: Callable[[], Any], baseline: Callable[[], Any], repeats: int
 ) -> tuple[float, float]:
@@ -112,9 +128,20 @@ def measure_set(
     start = time.perf_counter()
     foreach.step()
     first = time.perf_counter() - start
-    t, t_fused = interleaved(foreach.step, fused.step, repeats)
-    rows.append(row(set_name, "torch AdamW(foreach)", t, t_fused, first, 28.0, n, bandwidth))
-    rows.append(row(set_name, "torch AdamW(fused)", t_fused, t_fused, 0.0, 28.0, n, bandwidth))
+    t_foreach, t_fused = interleaved(foreach.step, fused.step, repeats)
+    count = len(base)
+
+    def table_row(label: str, t: float, first: float, bytes_pp: float, peak: int) -> dict:
+        out = row(set_name, label, t, t_fused, first, bytes_pp, n, bandwidth)
+        out["ratio_to_foreach"] = t / t_foreach
+        out["per_tensor_us"] = t / count * 1e6
+        out["peak_extra_bytes_per_param"] = peak / n
+        return out
+
+    rows.append(
+        table_row("torch AdamW(foreach)", t_foreach, first, 28.0, peak_step_bytes(foreach.step))
+    )
+    rows.append(table_row("torch AdamW(fused)", t_fused, 0.0, 28.0, peak_step_bytes(fused.step)))
     for row_ in rows:
         log(format_row(row_))
     for name in names:
@@ -126,8 +153,8 @@ def measure_set(
         first = time.perf_counter() - start
         t, t_fused = interleaved(opt.step, fused.step, repeats)
         label = name if state_dtype is None else f"{name} [{state_dtype}]"
-        result = row(
-            set_name, label, t, t_fused, first, min_bytes_per_param(opt, params), n, bandwidth
+        result = table_row(
+            label, t, first, min_bytes_per_param(opt, params), peak_step_bytes(opt.step)
         )
         result["backend"] = backend
         rows.append(result)
@@ -155,7 +182,6 @@ def row(
         "first_step_s": first,
         "bytes_per_param": bytes_pp,
         "bandwidth_fraction": bytes_pp * n / t / 1e9 / bandwidth,
-        "per_tensor_us": None,
     }
 
 
@@ -163,7 +189,8 @@ def format_row(r: dict[str, Any]) -> str:
     return (
         f"{r['set']:6s} {r['optimizer']:32s} {r['step_ms']:9.2f} ms  x{r['ratio_to_fused']:5.2f}  "
         f"{r['bytes_per_param']:5.1f} B/p  {100 * r['bandwidth_fraction']:5.1f}% bw  "
-        f"first {r['first_step_s']:6.2f} s"
+        f"foreach x{r['ratio_to_foreach']:5.2f}  {r['per_tensor_us']:7.2f} us/tensor  "
+        f"peak +{r['peak_extra_bytes_per_param']:5.2f} B/p  first {r['first_step_s']:6.2f} s"
     )
 
 
@@ -175,15 +202,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"measured bandwidth {results['bandwidth_gbs']:.1f} GB/s; medians of {results['repeats']} "
         "interleaved steps against fused AdamW.",
         "",
-        "| set | optimizer | step ms | ratio to fused AdamW | bytes/param | bandwidth "
-        "| first step s |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| set | optimizer | step ms | ratio to fused AdamW | ratio to foreach AdamW "
+        "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['set']} | {r['optimizer']} | {r['step_ms']:.2f} | {r['ratio_to_fused']:.2f} | "
+            f"{r['ratio_to_foreach']:.2f} | {r['per_tensor_us']:.2f} | "
             f"{r['bytes_per_param']:.1f} | {100 * r['bandwidth_fraction']:.0f}% | "
-            f"{r['first_step_s']:.2f} |"
+            f"{r['peak_extra_bytes_per_param']:.2f} | {r['first_step_s']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -44,6 +44,7 @@ class Plain:
     """Stored in ``dtype`` exactly as computed (a cast, round-to-nearest, if it differs)."""
 
     random = False  # whether ``store`` draws random bits (then it needs a distinct key per call)
+    elementwise = True  # each element stored on its own: tensors may be concatenated
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
@@ -98,6 +99,8 @@ class ScaledHalf:
 
     TARGET_EXPONENT = 14
 
+    elementwise = False  # one scale per tensor
+
     def __init__(self, rounding: Rounding) -> None:
         self.rounding = rounding
         self.random = rounding == "stochastic"
@@ -147,6 +150,8 @@ CODES = {True: _dynamic_map(signed=True), False: _dynamic_map(signed=False)}
 
 class Blockwise8:
     """uint8 indices into a dynamic quantization map, scaled per block of 256 by the absmax."""
+
+    elementwise = False  # one scale per block of the tensor
 
     def __init__(self, signed: bool, rounding: Rounding) -> None:
         self.signed = signed

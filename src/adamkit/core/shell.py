@@ -37,14 +37,13 @@ import torch
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.codecs import Plain
-from adamkit.core.execute import (
+from adamkit.core.compiled import (
     CompiledPath,
-    Plan,
+    GroupProgram,
     compiler_available,
-    real_view,
-    update_one,
     worth_compiling,
 )
+from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import (
     ROUNDINGS,
@@ -107,6 +106,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     hypers: ClassVar[tuple[hp.Hyper, ...]] = ()
     buffers: ClassVar[tuple[Buffer, ...]] = ()
     shaped: ClassVar[bool] = False  # the rule reads tensor shapes (per-channel or per-block math)
+    # The rule treats every element on its own (no reductions, no shapes), so tensors may be
+    # concatenated; a subclass that brings its own rule must declare it again.
+    elementwise: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ declaration hooks
     @staticmethod
@@ -132,6 +134,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "rule" in cls.__dict__ and "elementwise" not in cls.__dict__:
+            cls.elementwise = False
         if "hypers" in cls.__dict__:
             parameters = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
             parameters += [
@@ -253,38 +257,87 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         """Raise if this group may not step now (e.g. schedule-free in eval mode)."""
 
     def _run(self, work: list[tuple[dict[str, Any], dict[str, Any], list[torch.Tensor]]]) -> None:
-        index = self._param_index()
+        offset = 0
         for group, hyper, active in work:
             for name in self.declared_hypers():
                 group[name] = hyper[name]
             self.begin_group_step(group, hyper)
-            by_step: dict[int, list[Plan]] = {}
-            for p in active:
-                state = self.state[p]
-                if not state:
-                    self._init_state(p, self._info(p, group, hyper), state)
-                by_step.setdefault(state["step"] + 1, []).append(
-                    self._plan_of(p, index[id(p)], hyper)
-                )
-            compiled = self._use_compiled(hyper, active)
-            for t, plans in by_step.items():
-                k = self.step_scalars(hyper, t, group)
-                eager = self._run_compiled(plans, k, hyper) if compiled else plans
-                for plan in eager:
-                    grad = real_view(plan.p.grad)
-                    update_one(
-                        self.rule,
-                        plan.slot,
-                        grad,
-                        plan.state,
-                        plan.codecs,
-                        plan.pcodec,
-                        k,
-                        plan.index,
-                        plan.exact,
-                    )
-                for plan in plans:
-                    plan.state["step"] = t
+            if self._use_compiled(hyper, active):
+                self._run_compiled(group, hyper, active, offset)
+            else:
+                for t, plans in self._plans_by_step(group, hyper, active, offset).items():
+                    k = self.step_scalars(hyper, t, group)
+                    self._update_eagerly(plans, k, t)
+            offset += len(group["params"])
+
+    def _plans_by_step(
+        self,
+        group: dict[str, Any],
+        hyper: dict[str, Any],
+        active: list[torch.Tensor],
+        offset: int,
+    ) -> dict[int, list[Plan]]:
+        """The plans of the group's parameters with gradients (state created lazily), by the
+        step each is about to take."""
+        position = {id(p): offset + i for i, p in enumerate(group["params"])}
+        by_step: dict[int, list[Plan]] = {}
+        for p in active:
+            state = self.state[p]
+            if not state:
+                self._init_state(p, self._info(p, group, hyper), state)
+            by_step.setdefault(state["step"] + 1, []).append(
+                self._plan_of(p, position[id(p)], hyper)
+            )
+        return by_step
+
+    def _update_eagerly(self, plans: list[Plan], k: Scalars, t: int | None) -> None:
+        for plan in plans:
+            grad = real_view(plan.p.grad)
+            update_one(
+                self.rule,
+                plan.slot,
+                grad,
+                plan.state,
+                plan.codecs,
+                plan.pcodec,
+                k,
+                plan.index,
+                plan.exact,
+            )
+            if t is not None:
+                plan.state["step"] = t
+
+    def _run_compiled(
+        self,
+        group: dict[str, Any],
+        hyper: dict[str, Any],
+        active: list[torch.Tensor],
+        offset: int,
+    ) -> None:
+        """Step a group on the compiled path, reusing its arranged work while it fits."""
+        fast: CompiledPath = self.__dict__.setdefault("_fast", CompiledPath())
+        programs: dict[int, GroupProgram] = self.__dict__.setdefault("_programs", {})
+        roundings = (hyper["state_rounding"], hyper["param_rounding"])
+        params = group["params"]
+        program = programs.pop(id(group), None)
+        if program is None or not program.fits(params, active, self.state, roundings, offset):
+            by_step = self._plans_by_step(group, hyper, active, offset)
+            if len(by_step) != 1:  # parameters at different steps: arranged step by step
+                for t, plans in by_step.items():
+                    k = self.step_scalars(hyper, t, group)
+                    work = fast.arrange(self, plans, hyper)
+                    self._update_eagerly(fast.run(self, work, k), k, None)
+                    for plan in plans:
+                        plan.state["step"] = t
+                return
+            plans = next(iter(by_step.values()))
+            work = fast.arrange(self, plans, hyper)
+            program = GroupProgram(params, active, plans, work, roundings, offset)
+        t = program.step + 1
+        k = self.step_scalars(hyper, t, group)
+        self._update_eagerly(fast.run(self, program.work, k), k, None)
+        program.advance(t)
+        programs[id(group)] = program
 
     def _plan_of(self, p: torch.Tensor, index: int, hyper: Mapping[str, Any]) -> Plan:
         """The parameter's plan, reused while its state tensors and rounding policy stay."""
@@ -320,11 +373,6 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             ):
                 return False
         return backend != "eager" and compiler_available()
-
-    def _run_compiled(self, plans: list[Plan], k: Scalars, hyper: dict[str, Any]) -> list[Plan]:
-        """Run what the compiled path can; return the plans left for the eager path."""
-        fast: CompiledPath = self.__dict__.setdefault("_fast", CompiledPath())
-        return fast.run(self, plans, k, hyper)
 
     def standalone_plan(
         self, p: torch.Tensor, index: int, hyper: Mapping[str, Any], like: Plan
@@ -373,10 +421,6 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if names is not None:
             name = next(n for n, q in zip(names, group["params"], strict=True) if q is p)
         return ParamInfo(param=p, name=name, hyper=hyper)
-
-    def _param_index(self) -> dict[int, int]:
-        """Each parameter's position across all groups (part of its random-stream key)."""
-        return {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
 
     def _init_state(self, p: torch.Tensor, info: ParamInfo, state: dict[str, Any]) -> None:
         hyper = info.hyper

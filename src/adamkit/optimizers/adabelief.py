@@ -43,6 +43,7 @@ class AdaBelief(AdamkitOptimizer):
     """
 
     name = "adabelief"
+    elementwise = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),

@@ -56,6 +56,7 @@ class Adam(AdamkitOptimizer):
     """
 
     name = "adam"
+    elementwise = True
     hypers = ADAM_HYPERS
     buffers = ADAM_BUFFERS
 

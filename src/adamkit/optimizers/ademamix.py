@@ -35,6 +35,7 @@ class AdEMAMix(AdamkitOptimizer):
     """
 
     name = "ademamix"
+    elementwise = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999, 0.9999),

@@ -32,6 +32,7 @@ class DuvAdam(AdamkitOptimizer):
     """
 
     name = "duv_adam"
+    elementwise = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),

@@ -34,6 +34,7 @@ class RAdam(AdamkitOptimizer):
     """
 
     name = "radam"
+    elementwise = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),

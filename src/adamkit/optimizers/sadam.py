@@ -37,6 +37,7 @@ class SAdam(AdamkitOptimizer):
     """
 
     name = "sadam"
+    elementwise = True
     hypers = SOFTPLUS_HYPERS
     buffers = ADAM_BUFFERS[:2]
 
@@ -63,6 +64,7 @@ class SRAdam(SAdam):
     """
 
     name = "sradam"
+    elementwise = True
     hypers = (*SOFTPLUS_HYPERS, hp.rectify_threshold(5.0))
 
     scalars = staticmethod(add_rectified_corrections)

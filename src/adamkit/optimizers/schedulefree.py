@@ -56,6 +56,7 @@ class AdamWScheduleFree(AdamkitOptimizer):
     """
 
     name = "adamw_schedulefree"
+    elementwise = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(0.0025),
         hp.adam_betas(0.9, 0.999),

@@ -1,0 +1,405 @@
+"""The compiled fast path: :func:`~adamkit.core.execute.update_one` traced by ``torch.compile``
+for many tensors at a time, so that each tensor costs one fused pass over memory.
+
+* Step-dependent numbers (lr, bias corrections, schedules, decay factors, the keys of the
+  stochastic rounding) are passed as 1-D tensors, so changing them never recompiles; only
+  structural values (flags, modes, codecs) are compiled in.
+* Rules that do not look at shapes see 1-D views, compiled with dynamic sizes, so one graph
+  serves every tensor; calls are padded with small dummy tensors to ``CHUNK`` jobs, so one
+  graph serves every call.
+* Large tensors go ``CHUNK`` to a call. Small ones (at most ``MERGE_NUMEL`` elements) of an
+  element-wise rule are copied into flat buffers (one per stored tensor), updated in one job and
+  copied back: a few batched copies instead of a compiled call per ``CHUNK`` tensors.
+* Each configuration gets its own code object, so Dynamo's per-function cache never evicts one
+  configuration for another; the first call runs on the dummies, so a compiler failure shows
+  before any real parameter or state is touched, and then the eager path is used.
+* A group's arrangement (:class:`Arrangement`) is built once and reused by
+  :class:`GroupProgram` while the group's parameters, their storage and state stay the same, so
+  a steady step costs a few list operations per tensor in Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import shutil
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.fx.experimental._config as fx_config
+
+from adamkit.core.execute import Plan, real_view, update_one
+
+logger = logging.getLogger("adamkit")
+
+CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "8"))
+MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
+Function = Callable[..., None]
+
+
+def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
+    # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
+    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT.
+    floats, ints = scalars
+    k = dict(STATIC)  # noqa: F821
+    for i, name in enumerate(FLOAT_NAMES):  # noqa: F821
+        k[name] = floats[i]
+    for i, name in enumerate(INT_NAMES):  # noqa: F821
+        k[name] = ints[i]
+    n_slot, n_state = len(SLOT_NAMES), len(STATE_NAMES)  # noqa: F821
+    per_job = n_slot + 1 + n_state
+    for i in range(len(tensors) // per_job):
+        base = i * per_job
+        slot = dict(zip(SLOT_NAMES, tensors[base : base + n_slot]))  # noqa: F821, B905
+        grad = tensors[base + n_slot + n_state]
+        state = dict(
+            zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
+        )
+        update_one(RULE, slot, grad, state, CODECS, PCODEC, k, indices[i], EXACT)  # noqa: F821
+
+
+def _configured(number: int, bindings: dict[str, Any]) -> Function:
+    """A fresh function (own code object, own globals) for one configuration."""
+    code = _chunk_body.__code__.replace(co_name=f"adamkit_chunk_{number}")
+    return types.FunctionType(code, {**_chunk_body.__globals__, **bindings}, code.co_name)
+
+
+def split_scalars(k: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Static values (compiled in), and the names of the float and int numbers (0-d tensors)."""
+    static, floats, ints = {}, [], []
+    for name, value in k.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            static[name] = value
+        elif isinstance(value, int):
+            ints.append(name)
+        else:
+            floats.append(name)
+    return static, floats, ints
+
+
+def scalar_tensors(
+    k: Mapping[str, Any],
+    floats: list[str],
+    ints: list[str],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's numbers as two 1-D tensors (floats in the compute dtype, ints in int64)."""
+    return (
+        torch.tensor([k[n] for n in floats], dtype=dtype, device=device),
+        torch.tensor([k[n] for n in ints], dtype=torch.int64, device=device),
+    )
+
+
+def static_key(static: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((name, repr(value)) for name, value in static.items()))
+
+
+class CompiledChunks:
+    """The compiled chunk functions of one optimizer, by configuration."""
+
+    def __init__(self) -> None:
+        self.functions: dict[tuple, Function | None] = {}
+
+    def get(
+        self, key: tuple, bindings: dict[str, Any], trial: Callable[[Function], None]
+    ) -> Function | None:
+        """The compiled function for ``key``: compiled and tried (``trial``) the first time;
+        ``None`` if that failed, after which the caller uses the eager path."""
+        if key in self.functions:
+            return self.functions[key]
+        fn: Function | None = torch.compile(
+            _configured(len(self.functions), bindings), dynamic=True, fullgraph=True
+        )
+        try:
+            # Without duck sizing every dimension gets its own symbol, so a graph traced on the
+            # dummies (all sizes distinct) is not re-traced when real tensors share sizes.
+            with fx_config.patch(use_duck_shape=False):
+                trial(fn)  # type: ignore[arg-type]
+        except Exception as err:  # any compiler failure: fall back, once, loudly
+            logger.warning("adamkit: torch.compile failed (%s); using the eager path", err)
+            fn = None
+        self.functions[key] = fn
+        return fn
+
+
+def worth_compiling(count: int, numel: int) -> bool:
+    """``backend="auto"`` compiles groups where the per-tensor Python overhead or the memory
+    traffic of separate passes matters: at least 32 tensors or 2^18 elements."""
+    return count >= 32 or numel >= 1 << 18
+
+
+_AVAILABLE: list[bool] = []
+
+
+def compiler_available() -> bool:
+    """Whether ``torch.compile`` can be used here (inductor needs a C++ compiler on CPU)."""
+    if not _AVAILABLE:
+        compilers = ("c++", "g++", "gcc", "clang++", "cl")
+        _AVAILABLE.append(hasattr(torch, "compile") and any(shutil.which(c) for c in compilers))
+    return _AVAILABLE[0]
+
+
+# ------------------------------------------------------------------------- calls of a step
+
+
+def _job(plan: Plan) -> list[torch.Tensor]:
+    """A dummy's tensors as the compiled body reads them: stored tensors, then the gradient."""
+    return [*plan.state_views, plan.grad_view(real_view(plan.p.grad))]
+
+
+class Chunk:
+    """Up to ``CHUNK`` tensors updated by one compiled call (padded with dummies)."""
+
+    def __init__(self, plans: list[Plan], dummies: list[Plan]) -> None:
+        self.plans = plans
+        self.tensors: list[torch.Tensor | None] = []
+        self.grad_at: list[int] = []
+        for plan in plans:
+            self.tensors += plan.state_views
+            self.grad_at.append(len(self.tensors))
+            self.tensors.append(None)  # this step's gradient; no reference kept between steps
+        for dummy in dummies[len(plans) :]:
+            self.tensors += _job(dummy)
+        device = plans[0].p.device
+        jobs = plans + dummies[len(plans) :]
+        self.indices = torch.tensor([j.index for j in jobs], dtype=torch.int64, device=device)
+
+    def run(self, fn: Function, scalars: Any) -> None:
+        tensors = list(self.tensors)
+        for at, plan in zip(self.grad_at, self.plans, strict=True):
+            tensors[at] = plan.grad_view(real_view(plan.p.grad))  # type: ignore[arg-type]
+        fn(tensors, scalars, self.indices)
+
+
+class Merged:
+    """Small tensors of one signature updated as one job on flat buffers.
+
+    Their state moves into flat buffers for good (each state entry becomes a view of its
+    buffer, so checkpoints and user code see ordinary tensors); parameters and gradients are
+    copied in (batched copies) and parameters copied back after the compiled call.
+
+    Exact for element-wise rules and codecs (:meth:`Plan.mergeable`); stochastic rounding then
+    draws its random bits per flat buffer (keyed by the first tensor's index), so its bits
+    differ from the per-tensor path's while keeping the same distribution. The buffers of the
+    parameters and gradients cost 2 × element size per merged element.
+    """
+
+    def __init__(self, plans: list[Plan], dummies: list[Plan]) -> None:
+        self.params = [plan.p for plan in plans]
+        self.complex = any(p.is_complex() for p in self.params)
+        first = plans[0]
+        sizes = [plan.state_views[0].numel() for plan in plans]
+        device = first.p.device
+        names = [*first.slot_names, *first.state_names]
+        self.copied: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        self.tensors: list[torch.Tensor] = []
+        for j, name in enumerate(names):
+            column = [plan.state_views[j] for plan in plans]
+            buffer = torch.empty(sum(sizes), dtype=column[0].dtype, device=device)
+            views = list(buffer.split(sizes))
+            if j >= len(first.slot_names) and name not in first.slot:
+                torch._foreach_copy_(views, column)
+                for plan, view in zip(plans, views, strict=True):
+                    plan.rebind(name, view)
+            else:
+                self.copied.append((views, column))
+            self.tensors.append(buffer)
+        grad = torch.empty(sum(sizes), dtype=first.slot["param"].dtype, device=device)
+        shapes = [plan.slot["param"].shape for plan in plans]
+        self.grad_views = [
+            piece.view(shape) for piece, shape in zip(grad.split(sizes), shapes, strict=True)
+        ]
+        self.tensors.append(grad)
+        for dummy in dummies[1:]:
+            self.tensors += _job(dummy)
+        indices = [first.index] + [d.index for d in dummies[1:]]
+        self.indices = torch.tensor(indices, dtype=torch.int64, device=device)
+
+    def run(self, fn: Function, scalars: Any) -> None:
+        for views, sources in self.copied:
+            torch._foreach_copy_(views, sources)
+        grads = [p.grad for p in self.params]
+        if self.complex:
+            grads = [real_view(g) for g in grads]  # type: ignore[arg-type]
+        torch._foreach_copy_(self.grad_views, grads)  # type: ignore[arg-type]
+        fn(self.tensors, scalars, self.indices)
+        for views, sources in self.copied:
+            torch._foreach_copy_(sources, views)
+
+
+class Bucket:
+    """The plans of one signature: they share a compiled function."""
+
+    def __init__(self, plans: list[Plan], dummies: list[Plan] | None, merge: bool) -> None:
+        self.plans = plans
+        self.first = plans[0]
+        self.dummies = dummies
+        self.calls: list[Chunk | Merged] = []
+        if dummies is None:
+            return
+        small = [p for p in plans if merge and p.state_views[0].numel() <= MERGE_NUMEL]
+        if len(small) < 2:
+            small = []
+        if small:
+            self.calls.append(Merged(small, dummies))
+        merged = set(map(id, small))
+        large = [p for p in plans if id(p) not in merged]
+        for start in range(0, len(large), CHUNK):
+            self.calls.append(Chunk(large[start : start + CHUNK], dummies))
+
+
+class Arrangement:
+    """A set of plans arranged for the compiled path: buckets by signature, and the plans the
+    compiled path cannot take (left for the eager path)."""
+
+    def __init__(self, path: CompiledPath, opt: Any, plans: list[Plan], hyper: Any) -> None:
+        by_signature: dict[tuple, list[Plan]] = {}
+        self.eager: list[Plan] = []
+        for plan in plans:
+            if plan.signature is None:
+                self.eager.append(plan)
+            else:
+                by_signature.setdefault(plan.signature, []).append(plan)
+        merge = bool(getattr(opt, "elementwise", False))
+        self.buckets = [
+            Bucket(
+                bucket,
+                path.dummies(opt, sig, bucket[0], hyper),
+                merge and all(p.mergeable() for p in bucket),
+            )
+            for sig, bucket in by_signature.items()
+        ]
+
+
+class CompiledPath:
+    """One optimizer's compiled functions and the dummy tensors that pad its calls."""
+
+    def __init__(self) -> None:
+        self.chunks = CompiledChunks()
+        self.pads: dict[tuple, list[Plan] | None] = {}
+
+    def arrange(self, opt: Any, plans: list[Plan], hyper: Any) -> Arrangement:
+        return Arrangement(self, opt, plans, hyper)
+
+    def run(self, opt: Any, work: Arrangement, k: Mapping[str, Any]) -> list[Plan]:
+        """Step what the compiled path can take; return the plans left for the eager path."""
+        leftover = list(work.eager)
+        static, floats, ints = split_scalars(k)
+        scalars: dict[tuple, Any] = {}
+        for bucket in work.buckets:
+            first = bucket.first
+            place = (first.exact, first.p.device)
+            if place not in scalars:
+                scalars[place] = scalar_tensors(k, floats, ints, *place)
+            fn = self._function(opt, bucket, static, floats, ints, scalars[place])
+            if fn is None:
+                leftover.extend(bucket.plans)
+                continue
+            for call in bucket.calls:
+                call.run(fn, scalars[place])
+        return leftover
+
+    def _function(
+        self,
+        opt: Any,
+        bucket: Bucket,
+        static: dict[str, Any],
+        floats: list[str],
+        ints: list[str],
+        scalars: Any,
+    ) -> Function | None:
+        dummies, first = bucket.dummies, bucket.first
+        if dummies is None:
+            return None
+        bindings = {
+            "RULE": opt.rule,
+            "CODECS": first.codecs,
+            "PCODEC": first.pcodec,
+            "STATIC": static,
+            "FLOAT_NAMES": tuple(floats),
+            "INT_NAMES": tuple(ints),
+            "SLOT_NAMES": first.slot_names,
+            "STATE_NAMES": first.state_names,
+            "EXACT": first.exact,
+        }
+        key = (type(opt), first.signature, static_key(static), tuple(floats), tuple(ints))
+        trial = Chunk(dummies[:1], dummies)
+        return self.chunks.get(key, bindings, lambda f: trial.run(f, scalars))
+
+    def dummies(self, opt: Any, sig: tuple, like: Plan, hyper: Any) -> list[Plan] | None:
+        """``CHUNK`` small stand-ins with the same layout and codecs, to pad calls (and to try
+        the compiler on); their sizes differ so that Dynamo does not tie them together. None
+        where no such stand-in has the same signature."""
+        if sig in self.pads:
+            return self.pads[sig]
+        view = like.slot["param"]
+        out: list[Plan] | None = []
+        for j in range(CHUNK):
+            shape = (j + 2,) + (2,) * (view.ndim - 1) if opt.shaped else (j + 2,)
+            p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
+            p.grad = torch.ones_like(p)
+            plan = opt.standalone_plan(p, (1 << 30) + j, hyper, like)
+            if plan.signature != like.signature:
+                out = None
+                break
+            out.append(plan)  # type: ignore[union-attr]
+        self.pads[sig] = out
+        return out
+
+
+# ------------------------------------------------------------------ a group's steady state
+
+
+class GroupProgram:
+    """A group's arranged compiled work, reused from step to step while it still fits: the
+    same parameters with gradients, the same parameter storage, the same state tensors, all at
+    the same step, under the same rounding policy and parameter numbering."""
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        active: list[torch.Tensor],
+        plans: list[Plan],
+        work: Arrangement,
+        roundings: tuple[str, str],
+        offset: int,
+    ) -> None:
+        self.params, self.active, self.plans, self.work = list(params), active, plans, work
+        self.roundings, self.offset = roundings, offset
+        self.states = [plan.state for plan in plans]
+        self.pointers = [p.data_ptr() for p in active]
+        self.stored = [(plan.state, n, t) for plan in plans for n, t in plan.stored.items()]
+        self.step: int = plans[0].state["step"] if plans else 0
+
+    def fits(
+        self,
+        params: Sequence[torch.Tensor],
+        active: list[torch.Tensor],
+        state: Mapping[torch.Tensor, Any],
+        roundings: tuple[str, str],
+        offset: int,
+    ) -> bool:
+        return (
+            offset == self.offset
+            and roundings == self.roundings
+            and _same_objects(params, self.params)
+            and _same_objects(active, self.active)
+            and _same_objects(map(state.get, active), self.states)
+            and [p.data_ptr() for p in active] == self.pointers
+            and all(st.get(name) is t for st, name, t in self.stored)
+            and all(st["step"] == self.step for st in self.states)
+        )
+
+    def advance(self, t: int) -> None:
+        for st in self.states:
+            st["step"] = t
+        self.step = t
+
+
+def _same_objects(a: Any, b: Sequence[Any]) -> bool:
+    a = list(a)
+    return len(a) == len(b) and all(map(operator.is_, a, b))

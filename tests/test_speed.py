@@ -1,0 +1,53 @@
+"""``adamkit speed``: the table's columns and the peak-memory probe (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from adamkit.bench import speed
+
+
+def test_peak_step_bytes_sees_a_temporary_and_nothing_else() -> None:
+    def wasteful() -> None:
+        temporary = torch.ones(250_000)  # 1 MB, freed at return
+        temporary.add_(1)
+
+    assert speed.peak_step_bytes(wasteful) >= 1_000_000
+    a, b = torch.ones(250_000), torch.ones(250_000)
+    assert speed.peak_step_bytes(lambda: a.add_(b)) < 1_000
+
+
+def test_speed_writes_a_row_per_optimizer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(speed.SETS, "tiny", lambda: [("a", (64, 32)), ("b", (100,))])
+    out = tmp_path / "speed"
+    code = speed.main(
+        [
+            "--optimizers",
+            "adamw,ademamix",
+            "--sets",
+            "tiny",
+            "--backend",
+            "eager",
+            "--repeats",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "speed.json").read_text())
+    rows = {r["optimizer"]: r for r in results["rows"]}
+    assert set(rows) == {"torch AdamW(foreach)", "torch AdamW(fused)", "adamw", "ademamix"}
+    assert rows["adamw"]["bytes_per_param"] == 28.0
+    assert rows["ademamix"]["bytes_per_param"] == 36.0
+    for r in rows.values():
+        assert r["step_ms"] > 0 and r["ratio_to_fused"] > 0 and r["ratio_to_foreach"] > 0
+        assert r["per_tensor_us"] == pytest.approx(r["step_ms"] * 1e3 / 2)
+        assert r["peak_extra_bytes_per_param"] >= 0
+    assert rows["torch AdamW(fused)"]["ratio_to_fused"] == 1.0
+    table = (out / "speed.md").read_text()
+    assert "| tiny | ademamix |" in table
