@@ -38,6 +38,9 @@ logger = logging.getLogger("adamkit")
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "8"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
 Function = Callable[..., None]
+# Sizes are symbolic and traced on tiny dummies, so inductor's size hints would make it emit
+# serial loops; with dynamic threads every loop gets a parallel region sized at run time.
+INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
 
 
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
@@ -112,7 +115,10 @@ class CompiledChunks:
         if key in self.functions:
             return self.functions[key]
         fn: Function | None = torch.compile(
-            _configured(len(self.functions), bindings), dynamic=True, fullgraph=True
+            _configured(len(self.functions), bindings),
+            dynamic=True,
+            fullgraph=True,
+            options=INDUCTOR_OPTIONS,
         )
         try:
             # Without duck sizing every dimension gets its own symbol, so a graph traced on the
