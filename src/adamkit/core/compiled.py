@@ -213,13 +213,13 @@ class Merged:
                     plan.rebind(name, view)
             else:
                 self.copied.append((views, column))
-            self.tensors.append(buffer)
+            self.tensors.append(buffer.view(-1))  # a view, like every other call's tensors
         grad = torch.empty(sum(sizes), dtype=first.slot["param"].dtype, device=device)
         shapes = [plan.slot["param"].shape for plan in plans]
         self.grad_views = [
             piece.view(shape) for piece, shape in zip(grad.split(sizes), shapes, strict=True)
         ]
-        self.tensors.append(grad)
+        self.tensors.append(grad.view(-1))
         for dummy in dummies[1:]:
             self.tensors += _job(dummy)
         indices = [first.index] + [d.index for d in dummies[1:]]
