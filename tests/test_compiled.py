@@ -65,7 +65,9 @@ def test_compiled_low_precision_state_matches_eager(name: str, state_dtype: str)
 
 @pytest.mark.slow
 def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
-    params = make_params(torch.float32, SHAPES)
+    # small tensors (merged into one flat job) and one above the merge size (a chunk call)
+    params = make_params(torch.float32, (*SHAPES, (300, 250)))
+    assert compiled.MERGE_NUMEL < 300 * 250
     opt = adamkit.AdamW(params, backend="compiled")
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=110)
     grads = grad_stream(params)
@@ -76,8 +78,14 @@ def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
         opt.step()
         sched.step()
 
+    before = dynamo_utils.counters["stats"]["unique_graphs"]
     step(0)
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
+    assert graphs == before + 1  # one graph serves the merged job and the chunk
+    kinds = {
+        type(call) for b in opt._programs[id(opt.param_groups[0])].work.buckets for call in b.calls
+    }
+    assert kinds == {compiled.Merged, compiled.Chunk}
     for i in range(1, 101):
         step(i)
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
