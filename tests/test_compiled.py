@@ -13,7 +13,7 @@ import torch._dynamo.utils as dynamo_utils
 from helpers import grad_stream, make_params
 
 import adamkit
-from adamkit.core import compiled
+from adamkit.core import compiled, reduce
 
 NAMES = adamkit.available()
 SHAPES = ((6, 3, 2, 2), (5, 7), (9,), (1,), (3, 4))
@@ -114,33 +114,52 @@ def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
     assert not opt.__dict__.get("_fast") or not opt._fast.chunks.functions
 
 
-ELEMENTWISE = [n for n in NAMES if adamkit.optimizer_class(n).elementwise]
+MERGEABLE = [
+    n
+    for n in NAMES
+    if adamkit.optimizer_class(n).elementwise or adamkit.optimizer_class(n).segmentable
+]
 
 
-def test_elementwise_declarations_hold() -> None:
-    # An optimizer that declares its rule element-wise may have its small tensors concatenated
-    # by the compiled path: stepping two tensors must equal stepping their concatenation.
-    assert {"adam", "adamw", "radam", "adabelief", "ademamix"} <= set(ELEMENTWISE)
-    assert not adamkit.optimizer_class("adam_gc").elementwise  # own rule, not re-declared
-    for name in ELEMENTWISE:
-        a, b = make_params(torch.float64, ((5, 3), (8,)))
-        joined = torch.cat([a.detach().view(-1), b.detach().view(-1)]).requires_grad_()
-        separate = adamkit.create(name, [a, b], backend="eager")
-        together = adamkit.create(name, [joined], backend="eager")
-        grads = grad_stream([joined])
-        for i in range(4):
-            g = grads(i)[0] * torch.linspace(0.1, 3.0, joined.numel(), dtype=torch.float64)
-            a.grad, b.grad = g[:15].view(5, 3).clone(), g[15:].clone()
-            joined.grad = g.clone()
-            separate.step()
+@pytest.mark.parametrize("name", MERGEABLE)
+def test_merge_declarations_hold(name: str) -> None:
+    # An optimizer that declares its rule element-wise (or coupled only through per-tensor
+    # reductions) may have its small tensors concatenated by the compiled path: stepping two
+    # tensors must equal stepping their concatenation (with the reductions segmented).
+    cls = adamkit.optimizer_class(name)
+    a, b = make_params(torch.float64, ((5, 3), (8,)))
+    joined = torch.cat([a.detach().view(-1), b.detach().view(-1)]).requires_grad_()
+    separate = adamkit.create(name, [a, b], backend="eager")
+    together = adamkit.create(name, [joined], backend="eager")
+    ids = torch.tensor([0] * 15 + [1] * 8)
+    segments = reduce.Segments(ids, torch.tensor([15.0, 8.0], dtype=torch.float64))
+    grads = grad_stream([joined])
+    for i in range(4):
+        g = grads(i)[0] * torch.linspace(0.1, 3.0, joined.numel(), dtype=torch.float64)
+        a.grad, b.grad = g[:15].view(5, 3).clone(), g[15:].clone()
+        joined.grad = g.clone()
+        separate.step()
+        if cls.segmentable:
+            reduce.ACTIVE.append(segments)
+        try:
             together.step()
-        torch.testing.assert_close(
-            torch.cat([a.detach().view(-1), b.detach().view(-1)]),
-            joined.detach(),
-            rtol=1e-13,
-            atol=1e-15,
-            msg=f"{name} declares elementwise but is not",
-        )
+        finally:
+            if cls.segmentable:
+                reduce.ACTIVE.pop()
+    torch.testing.assert_close(
+        torch.cat([a.detach().view(-1), b.detach().view(-1)]),
+        joined.detach(),
+        rtol=1e-12,
+        atol=1e-14,
+        msg=f"{name} declares a merge it does not allow",
+    )
+
+
+def test_merge_declarations() -> None:
+    assert {"adam", "adamw", "radam", "adabelief", "ademamix"} <= set(MERGEABLE)
+    assert {"lamb", "um", "b_adam"} <= set(MERGEABLE)
+    assert not adamkit.optimizer_class("adam_gc").elementwise  # own rule, not re-declared
+    assert not adamkit.optimizer_class("adamw_mini_sf").segmentable
 
 
 def stepped(backend: str, steps: int, **hyper: object) -> tuple[list[torch.Tensor], object]:

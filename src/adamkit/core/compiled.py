@@ -32,6 +32,7 @@ import torch
 import torch.fx.experimental._config as fx_config
 
 from adamkit.core.execute import Plan, real_view, update_one
+from adamkit.core.reduce import Segments
 
 logger = logging.getLogger("adamkit")
 
@@ -45,8 +46,12 @@ INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
 
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
-    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT.
+    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED.
     floats, ints = scalars
+    segments = None
+    if SEGMENTED:  # noqa: F821
+        segments = Segments(tensors[-2], tensors[-1])
+        tensors = tensors[:-2]
     k = dict(STATIC)  # noqa: F821
     for i, name in enumerate(FLOAT_NAMES):  # noqa: F821
         k[name] = floats[i]
@@ -61,7 +66,18 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
         state = dict(
             zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
         )
-        update_one(RULE, slot, grad, state, CODECS, PCODEC, k, indices[i], EXACT)  # noqa: F821
+        update_one(
+            RULE,  # noqa: F821
+            slot,
+            grad,
+            state,
+            CODECS,  # noqa: F821
+            PCODEC,  # noqa: F821
+            k,
+            indices[i],
+            EXACT,  # noqa: F821
+            segments if i == 0 else None,
+        )
 
 
 def _configured(number: int, bindings: dict[str, Any]) -> Function:
@@ -160,6 +176,8 @@ def _job(plan: Plan) -> list[torch.Tensor]:
 class Chunk:
     """Up to ``CHUNK`` tensors updated by one compiled call (padded with dummies)."""
 
+    kind = "chunk"
+
     def __init__(self, plans: list[Plan], dummies: list[Plan]) -> None:
         self.plans = plans
         self.tensors: list[torch.Tensor | None] = []
@@ -188,13 +206,17 @@ class Merged:
     buffer, so checkpoints and user code see ordinary tensors); parameters and gradients are
     copied in (batched copies) and parameters copied back after the compiled call.
 
-    Exact for element-wise rules and codecs (:meth:`Plan.mergeable`); stochastic rounding then
-    draws its random bits per flat buffer (keyed by the first tensor's index), so its bits
-    differ from the per-tensor path's while keeping the same distribution. The buffers of the
-    parameters and gradients cost 2 × element size per merged element.
+    Exact for element-wise rules and codecs (:meth:`Plan.mergeable`), and, with ``segmented``,
+    for rules whose only coupling between elements is a per-tensor reduction of
+    :mod:`adamkit.core.reduce` (reduced per segment; a graph of its own, without padding).
+    Stochastic rounding draws its random bits per flat buffer (keyed by the first tensor's
+    index), so its bits differ from the per-tensor path's while keeping the same distribution.
+    The buffers of the parameters and gradients cost 2 × element size per merged element.
     """
 
-    def __init__(self, plans: list[Plan], dummies: list[Plan]) -> None:
+    def __init__(self, plans: list[Plan], dummies: list[Plan], segmented: bool = False) -> None:
+        self.plans = plans
+        self.kind = "segmented" if segmented else "chunk"
         self.params = [plan.p for plan in plans]
         self.complex = any(p.is_complex() for p in self.params)
         first = plans[0]
@@ -220,6 +242,11 @@ class Merged:
             piece.view(shape) for piece, shape in zip(grad.split(sizes), shapes, strict=True)
         ]
         self.tensors.append(grad.view(-1))
+        if segmented:
+            counts = torch.tensor(sizes, device=device)
+            ids = torch.repeat_interleave(torch.arange(len(sizes), device=device), counts)
+            self.tensors += [ids, counts.to(first.exact)]
+            dummies = []
         for dummy in dummies[1:]:
             self.tensors += _job(dummy)
         indices = [first.index] + [d.index for d in dummies[1:]]
@@ -237,25 +264,49 @@ class Merged:
             torch._foreach_copy_(sources, views)
 
 
-class Bucket:
-    """The plans of one signature: they share a compiled function."""
+Call = Chunk | Merged
 
-    def __init__(self, plans: list[Plan], dummies: list[Plan] | None, merge: bool) -> None:
+
+class Bucket:
+    """The plans of one signature, as compiled calls: small tensors merged (when the rule and
+    storage allow), the rest in chunks; and, per kind of call, a trial call on stand-ins."""
+
+    def __init__(
+        self,
+        plans: list[Plan],
+        dummies: list[Plan] | None,
+        merge: str | None,
+        stand_ins: list[Plan] | None,
+    ) -> None:
         self.plans = plans
         self.first = plans[0]
-        self.dummies = dummies
-        self.calls: list[Chunk | Merged] = []
+        self.calls: list[Call] = []
+        self.trials: dict[str, Call] = {}
         if dummies is None:
             return
+        self.trials["chunk"] = Chunk(dummies[:1], dummies)
         small = [p for p in plans if merge and p.state_views[0].numel() <= MERGE_NUMEL]
         if len(small) < 2:
             small = []
-        if small:
+        if small and merge == "segmented" and stand_ins is not None:
+            self.trials["segmented"] = Merged(stand_ins, [], segmented=True)
+            self.calls.append(Merged(small, [], segmented=True))
+        elif small and merge == "elementwise":
             self.calls.append(Merged(small, dummies))
+        else:
+            small = []
         merged = set(map(id, small))
         large = [p for p in plans if id(p) not in merged]
         for start in range(0, len(large), CHUNK):
             self.calls.append(Chunk(large[start : start + CHUNK], dummies))
+
+
+def merge_kind(opt: Any) -> str | None:
+    """How the optimizer's small tensors may be merged: its rule is element-wise, or couples
+    elements only through per-tensor reductions (segmented), or neither."""
+    if getattr(opt, "elementwise", False):
+        return "elementwise"
+    return "segmented" if getattr(opt, "segmentable", False) else None
 
 
 class Arrangement:
@@ -270,15 +321,14 @@ class Arrangement:
                 self.eager.append(plan)
             else:
                 by_signature.setdefault(plan.signature, []).append(plan)
-        merge = bool(getattr(opt, "elementwise", False))
-        self.buckets = [
-            Bucket(
-                bucket,
-                path.dummies(opt, sig, bucket[0], hyper),
-                merge and all(p.mergeable() for p in bucket),
+        kind = merge_kind(opt)
+        self.buckets = []
+        for sig, bucket in by_signature.items():
+            merge = kind if kind and all(p.mergeable() for p in bucket) else None
+            stand_ins = path.stand_ins(opt, bucket[0], hyper, 2) if merge == "segmented" else None
+            self.buckets.append(
+                Bucket(bucket, path.dummies(opt, sig, bucket[0], hyper), merge, stand_ins)
             )
-            for sig, bucket in by_signature.items()
-        ]
 
 
 class CompiledPath:
@@ -301,26 +351,30 @@ class CompiledPath:
             place = (first.exact, first.p.device)
             if place not in scalars:
                 scalars[place] = scalar_tensors(k, floats, ints, *place)
-            fn = self._function(opt, bucket, static, floats, ints, scalars[place])
-            if fn is None:
+            if not bucket.calls:
                 leftover.extend(bucket.plans)
-                continue
             for call in bucket.calls:
-                call.run(fn, scalars[place])
+                fn = self._function(opt, bucket, call.kind, static, floats, ints, scalars[place])
+                if fn is None:
+                    leftover.extend(call.plans)
+                else:
+                    call.run(fn, scalars[place])
         return leftover
 
     def _function(
         self,
         opt: Any,
         bucket: Bucket,
+        kind: str,
         static: dict[str, Any],
         floats: list[str],
         ints: list[str],
         scalars: Any,
     ) -> Function | None:
-        dummies, first = bucket.dummies, bucket.first
-        if dummies is None:
+        trial = bucket.trials.get(kind)
+        if trial is None:
             return None
+        first = bucket.first
         bindings = {
             "RULE": opt.rule,
             "CODECS": first.codecs,
@@ -331,29 +385,32 @@ class CompiledPath:
             "SLOT_NAMES": first.slot_names,
             "STATE_NAMES": first.state_names,
             "EXACT": first.exact,
+            "SEGMENTED": kind == "segmented",
         }
-        key = (type(opt), first.signature, static_key(static), tuple(floats), tuple(ints))
-        trial = Chunk(dummies[:1], dummies)
+        key = (type(opt), first.signature, kind, static_key(static), tuple(floats), tuple(ints))
         return self.chunks.get(key, bindings, lambda f: trial.run(f, scalars))
 
     def dummies(self, opt: Any, sig: tuple, like: Plan, hyper: Any) -> list[Plan] | None:
-        """``CHUNK`` small stand-ins with the same layout and codecs, to pad calls (and to try
-        the compiler on); their sizes differ so that Dynamo does not tie them together. None
-        where no such stand-in has the same signature."""
-        if sig in self.pads:
-            return self.pads[sig]
+        """``CHUNK`` stand-ins that pad chunk calls (cached per signature)."""
+        if sig not in self.pads:
+            self.pads[sig] = self.stand_ins(opt, like, hyper, CHUNK)
+        return self.pads[sig]
+
+    @staticmethod
+    def stand_ins(opt: Any, like: Plan, hyper: Any, count: int) -> list[Plan] | None:
+        """``count`` small tensors with fresh state, the same layout and codecs as ``like``
+        (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
+        tie them together. None where no such stand-in has the same signature."""
         view = like.slot["param"]
-        out: list[Plan] | None = []
-        for j in range(CHUNK):
+        out = []
+        for j in range(count):
             shape = (j + 2,) + (2,) * (view.ndim - 1) if opt.shaped else (j + 2,)
             p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
             p.grad = torch.ones_like(p)
             plan = opt.standalone_plan(p, (1 << 30) + j, hyper, like)
             if plan.signature != like.signature:
-                out = None
-                break
-            out.append(plan)  # type: ignore[union-attr]
-        self.pads[sig] = out
+                return None
+            out.append(plan)
         return out
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from adamkit.core import reduce
 from adamkit.core.precision import Codec
+from adamkit.core.reduce import Segments
 from adamkit.core.rounding import stream_key
 
 PARAM_STREAM = 1 << 16  # the buffer position of the parameter's own random stream
@@ -32,12 +34,23 @@ def update_one(
     k: Mapping[str, Any],
     index: Any,
     exact: torch.dtype,
+    segments: Segments | None = None,
 ) -> None:
-    """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths."""
+    """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths.
+
+    ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment.
+    """
     pc = pcodec.load(slot, "param", exact)
     g = prepare_grad(grad, pc, k)
     s = {name: codec.load(state, name, exact) for name, codec in codecs.items()}
-    new_p = rule(pc, g, s, k)
+    if segments is None:
+        new_p = rule(pc, g, s, k)
+    else:
+        reduce.ACTIVE.append(segments)
+        try:
+            new_p = rule(pc, g, s, k)
+        finally:
+            reduce.ACTIVE.pop()
     seed, t = k["rounding_seed"], k["t"]
     for position, (name, codec) in enumerate(codecs.items()):
         key = stream_key(seed, index, position, t) if codec.random else 0

@@ -3,27 +3,62 @@
 Every reduction a rule needs goes through these helpers and returns a tensor (never a Python
 number), so that no rule synchronises with the device and so that the helpers are the one place
 to make reductions global under sharding.
+
+Per-tensor reductions may run *segmented*: when the compiled path steps several small tensors
+as one flat buffer, it activates their :class:`Segments` for the rule's call, and ``norm``,
+``rms`` and ``mean_abs`` then return, for every element, the statistic of the tensor it
+belongs to (which broadcasts against the flat buffer exactly as the 0-d result broadcasts
+against one tensor).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 
+class Segments(NamedTuple):
+    """The tensors concatenated in a flat buffer: ``ids`` (int64, one per element) is the index
+    of each element's tensor; ``sizes`` (compute dtype, one per tensor) their element counts."""
+
+    ids: torch.Tensor
+    sizes: torch.Tensor
+
+
+ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by update_one)
+
+
+def _segment_sums(values: torch.Tensor) -> torch.Tensor:
+    """Sums of ``values`` per active segment (one per tensor)."""
+    segments = ACTIVE[-1]
+    return torch.zeros_like(segments.sizes).index_add_(0, segments.ids, values)
+
+
+def _per_element(per_segment: torch.Tensor) -> torch.Tensor:
+    """Each element's segment statistic."""
+    return per_segment[ACTIVE[-1].ids]
+
+
 def norm(x: torch.Tensor) -> torch.Tensor:
     """‖x‖₂ over the whole tensor, as a 0-d tensor."""
+    if ACTIVE:
+        return _per_element(_segment_sums(x * x).sqrt())
     return torch.linalg.vector_norm(x)
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
     """sqrt(mean(x²)) over the whole tensor, as a 0-d tensor (‖x‖₂/sqrt(n): no temporary)."""
+    if ACTIVE:
+        return _per_element((_segment_sums(x * x) / ACTIVE[-1].sizes).sqrt())
     return torch.linalg.vector_norm(x) / math.sqrt(max(1, x.numel()))
 
 
 def mean_abs(x: torch.Tensor) -> torch.Tensor:
     """mean(|x|) over the whole tensor, as a 0-d tensor (‖x‖₁/n: no temporary)."""
+    if ACTIVE:
+        return _per_element(_segment_sums(x.abs()) / ACTIVE[-1].sizes)
     return torch.linalg.vector_norm(x, 1) / max(1, x.numel())
 
 

@@ -109,6 +109,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     # The rule treats every element on its own (no reductions, no shapes), so tensors may be
     # concatenated; a subclass that brings its own rule must declare it again.
     elementwise: ClassVar[bool] = False
+    # The rule couples elements only through the per-tensor reductions of core.reduce (norm,
+    # rms, mean_abs), so concatenated tensors can be stepped with those reductions segmented.
+    segmentable: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ declaration hooks
     @staticmethod
@@ -134,8 +137,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "rule" in cls.__dict__ and "elementwise" not in cls.__dict__:
-            cls.elementwise = False
+        for claim in ("elementwise", "segmentable"):
+            if "rule" in cls.__dict__ and claim not in cls.__dict__:
+                setattr(cls, claim, False)
         if "hypers" in cls.__dict__:
             parameters = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
             parameters += [

@@ -43,6 +43,7 @@ class BAdam(AdamkitOptimizer):
     """
 
     name = "b_adam"
+    segmentable = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.99),

@@ -33,6 +33,7 @@ class LAMB(AdamkitOptimizer):
     """
 
     name = "lamb"
+    segmentable = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),

@@ -29,6 +29,7 @@ class PreLAMB(AdamkitOptimizer):
     """
 
     name = "pre_lamb"
+    segmentable = True
     hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 

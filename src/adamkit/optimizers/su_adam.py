@@ -31,6 +31,7 @@ class SUAdam(AdamkitOptimizer):
     """
 
     name = "su_adam"
+    segmentable = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.99),

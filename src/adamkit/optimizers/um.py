@@ -43,6 +43,7 @@ class UM(AdamkitOptimizer):
     """
 
     name = "um"
+    segmentable = True
     hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 
