@@ -5,11 +5,13 @@ for many tensors at a time, so that each tensor costs one fused pass over memory
   stochastic rounding) are passed as 1-D tensors, so changing them never recompiles; only
   structural values (flags, modes, codecs) are compiled in.
 * Rules that do not look at shapes see 1-D views, compiled with dynamic sizes, so one graph
-  serves every tensor; calls are padded with small dummy tensors to ``CHUNK`` jobs, so one
-  graph serves every call.
-* Large tensors go ``CHUNK`` to a call. Small ones (at most ``MERGE_NUMEL`` elements) of an
-  element-wise rule are copied into flat buffers (one per stored tensor), updated in one job and
-  copied back: a few batched copies instead of a compiled call per ``CHUNK`` tensors.
+  serves every tensor; calls are padded with small dummy tensors to a fixed number of jobs, so
+  one graph serves every call.
+* Large tensors go ``CHUNK`` to a call (``REDUCING_CHUNK`` for rules with reductions). Small
+  ones (at most ``MERGE_NUMEL`` elements) are merged when the rule allows it (element-wise, or
+  coupled only through per-tensor reductions, which then run per segment): their state lives in
+  flat buffers, parameters and gradients are copied in and out with batched copies, and one
+  compiled job updates them all.
 * Each configuration gets its own code object, so Dynamo's per-function cache never evicts one
   configuration for another; the first call runs on the dummies, so a compiler failure shows
   before any real parameter or state is touched, and then the eager path is used.
@@ -36,7 +38,10 @@ from adamkit.core.reduce import Segments
 
 logger = logging.getLogger("adamkit")
 
+# Jobs per compiled call: more jobs, fewer calls (~75 us each) but a longer first compile,
+# which grows faster for rules with reductions. ADAMKIT_COMPILE_CHUNK overrides both.
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "8"))
+REDUCING_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "4"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
 Function = Callable[..., None]
 # Sizes are symbolic and traced on tiny dummies, so inductor's size hints would make it emit
@@ -297,8 +302,9 @@ class Bucket:
             small = []
         merged = set(map(id, small))
         large = [p for p in plans if id(p) not in merged]
-        for start in range(0, len(large), CHUNK):
-            self.calls.append(Chunk(large[start : start + CHUNK], dummies))
+        size = len(dummies)
+        for start in range(0, len(large), size):
+            self.calls.append(Chunk(large[start : start + size], dummies))
 
 
 def merge_kind(opt: Any) -> str | None:
@@ -391,9 +397,11 @@ class CompiledPath:
         return self.chunks.get(key, bindings, lambda f: trial.run(f, scalars))
 
     def dummies(self, opt: Any, sig: tuple, like: Plan, hyper: Any) -> list[Plan] | None:
-        """``CHUNK`` stand-ins that pad chunk calls (cached per signature)."""
+        """The stand-ins that pad chunk calls, as many as a chunk's jobs (cached per
+        signature): ``CHUNK`` for element-wise rules, ``REDUCING_CHUNK`` for the others."""
         if sig not in self.pads:
-            self.pads[sig] = self.stand_ins(opt, like, hyper, CHUNK)
+            size = CHUNK if getattr(opt, "elementwise", False) else REDUCING_CHUNK
+            self.pads[sig] = self.stand_ins(opt, like, hyper, size)
         return self.pads[sig]
 
     @staticmethod
