@@ -233,3 +233,24 @@ def test_compiled_steps_keep_no_gradient_alive() -> None:
         p.grad = None
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_complex_parameters_merge_as_their_real_view(name: str) -> None:
+    def run(backend: str) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(3)
+        params = [
+            torch.randn(4, 3, dtype=torch.complex128, generator=gen).requires_grad_(),
+            torch.randn(7, dtype=torch.float64, generator=gen).requires_grad_(),
+            torch.randn(5, dtype=torch.complex128, generator=gen).requires_grad_(),
+        ]
+        opt = adamkit.create(name, params, backend=backend)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+            opt.step()
+        return params
+
+    for a, b in zip(run("compiled"), run("eager"), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
