@@ -10,7 +10,7 @@ from adamkit.core import hparams as hp
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.moments import ema_
 from adamkit.parts.safe import safe_div, sign_floor
-from adamkit.parts.softplus import softplus_
+from adamkit.parts.softplus import softplus
 from adamkit.parts.update import add_scaled_
 from adamkit.registry import register
 
@@ -67,11 +67,12 @@ class BAdam(AdamkitOptimizer):
             u.copy_(m).mul_(scale)
         else:
             biggest = torch.finfo(g.dtype).max
-            phi = safe_div(g - s["grad"], sign_floor(u, mean_abs(u)), 0.0).clamp_(-biggest, biggest)
+            diff = torch.sub(g, s["grad"], out=s["grad"])  # g_{t-1} is read only here
+            phi = safe_div(diff, sign_floor(u, mean_abs(u)), 0.0).clamp_(-biggest, biggest)
             # β2·v + (1 − β2)·Φ, not a lerp: v − Φ may overflow where the sum does not.
             v = add_scaled_(s["exp_avg_2ed"].mul_(k["beta2"]), phi, 1 - k["beta2"])
-            denom = softplus_(v.div(k["bc2_prev"]).abs_(), k["smooth"])
-            u.copy_(denom.reciprocal_().mul_(m).mul_(scale))
+            denom = softplus(v.div(k["bc2_prev"]).abs_(), k["smooth"])
+            torch.div(m, denom, out=u).mul_(scale)
         if k["decay_active"]:
             add_scaled_(u, p, k["decay"])
         s["grad"].copy_(g)

@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+
+# Above βx = 40, log1p(e^{−βx})/β < 2^−62·x: sp_β(x) rounds to x in float32 and float64, so
+# torch's thresholded kernel with this threshold is exact there too.
+EXACT_THRESHOLD = 40.0
 
 
-def softplus_(x: torch.Tensor, beta: Any) -> torch.Tensor:
-    """In place: sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0
-    (Tong et al. 2019). ``x`` must be a temporary the caller owns."""
-    return x.add_(torch.exp(x * -beta).log1p_().div_(beta))
+def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
+    """sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0 (Tong et al. 2019).
+
+    A new tensor. With β a Python number (eager) this is torch's one-pass kernel; a traced β
+    (a 0-d tensor) takes the second form, which the compiler fuses.
+    """
+    if isinstance(beta, (int, float)):
+        return F.softplus(x, beta=beta, threshold=EXACT_THRESHOLD)
+    return x + torch.exp(x * -beta).log1p_().div_(beta)
