@@ -27,7 +27,8 @@ def adam_denominator(v: torch.Tensor, k: Scalars) -> tuple[torch.Tensor, Any]:
     """
     if k.get("eps_mode", "standard") == "hat":
         return v.sqrt().add_(k["eps"]), k["sqrt_bc2"] / k["bc1"]
-    return v.sqrt().div_(k["sqrt_bc2"]).add_(k["eps"]), 1 / k["bc1"]
+    # m̂/(sqrt(v̂) + ε) = (sqrt(bc2)/bc1)·m/(sqrt(v) + ε·sqrt(bc2)): one pass less.
+    return v.sqrt().add_(k["eps"] * k["sqrt_bc2"]), k["sqrt_bc2"] / k["bc1"]
 
 
 def adam_direction(m: torch.Tensor, v: torch.Tensor, k: Scalars) -> torch.Tensor:
@@ -36,7 +37,7 @@ def adam_direction(m: torch.Tensor, v: torch.Tensor, k: Scalars) -> torch.Tensor
     if denom.shape != m.shape:  # a block second moment (Adam-mini) broadcasts over m
         return m * scale / denom
     # One temporary, reused in place: on the CPU every fresh full-size tensor costs page faults.
-    return denom.reciprocal_().mul_(m).mul_(scale)
+    return torch.div(m, denom, out=denom).mul_(scale)
 
 
 def add_rectifier(k: Scalars, t: int, threshold: float, inclusive: bool = False) -> None:

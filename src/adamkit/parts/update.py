@@ -27,10 +27,12 @@ def descend(p: torch.Tensor, d: torch.Tensor | None, k: Scalars, scale: Any = 1.
     decay_(p, k)
     if d is None:
         return p
-    step = k["lr"] * scale
-    if isinstance(step, (int, float)):  # eager: no temporary for η·scale·d
-        return p.add_(d, alpha=-step)
-    return p.sub_(step * d)
+    lr = k["lr"]
+    if isinstance(lr, (int, float)):  # eager: no temporary for η·scale·d
+        if isinstance(scale, torch.Tensor):  # a 0-d tensor (a reduction)
+            return p.addcmul_(d, scale, value=-lr)
+        return p.add_(d, alpha=-lr * scale)
+    return p.sub_(lr * scale * d)
 
 
 def descend_ratio(
@@ -43,6 +45,13 @@ def descend_ratio(
     if isinstance(step, (int, float)):
         return p.addcdiv_(num, den, value=-step)
     return p.sub_(step * num / den)
+
+
+def scaled_sum(x: torch.Tensor, y: torch.Tensor, a: Any) -> torch.Tensor:
+    """x + a·y as a new tensor (one pass in eager mode, where ``a`` is a Python number)."""
+    if isinstance(a, (int, float)):
+        return torch.add(x, y, alpha=a)
+    return x + a * y
 
 
 def decay_(p: torch.Tensor, k: Scalars) -> torch.Tensor:
