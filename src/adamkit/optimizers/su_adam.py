@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
@@ -47,5 +48,6 @@ class SUAdam(AdamkitOptimizer):
         flips = safe_div(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
         m = ema_(s["exp_avg_unit"], unit, k["beta1"])
         v = ema_(s["exp_avg_ratio"], flips, k["beta2"])
-        scale = mean_abs(p) / k["bc1"]
-        return descend(p, v.div(k["bc2"]).add_(1).reciprocal_().mul_(m).mul_(scale), k)
+        # m̂/(1 + v̂) = (bc2/bc1)·m/(bc2 + v): one pass less.
+        direction = torch.div(m, torch.add(v, k["bc2"], out=unit), out=unit)
+        return descend(p, direction, k, mean_abs(p) * (k["bc2"] / k["bc1"]))
