@@ -13,7 +13,7 @@ from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import add_bias_corrections, add_rectified_corrections
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.softplus import softplus
+from adamkit.parts.softplus import softplus_times
 from adamkit.parts.update import descend, descend_ratio
 from adamkit.registry import register
 
@@ -45,8 +45,8 @@ class SAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        denom = softplus(v.sqrt().div_(k["sqrt_bc2"]), k["smooth"])
-        return descend_ratio(p, m, denom, k, 1 / k["bc1"])
+        denom = softplus_times(v.sqrt(), k["sqrt_bc2"], k["smooth"])  # sqrt(bc2)·sp(sqrt(v̂))
+        return descend_ratio(p, m, denom, k, k["sqrt_bc2"] / k["bc1"])
 
 
 @register
@@ -72,5 +72,6 @@ class SRAdam(SAdam):
         m, v = adam_moments(g, s, k)
         if not k["rectified"]:
             return descend(p, m, k, 1 / k["bc1"])
-        denom = softplus(v.sqrt().div_(k["sqrt_bc2"] * k["rect"]), k["smooth"])
-        return descend_ratio(p, m, denom, k, 1 / k["bc1"])
+        c = k["sqrt_bc2"] * k["rect"]
+        denom = softplus_times(v.sqrt(), c, k["smooth"])  # c·sp(sqrt(v̂)/r_t)
+        return descend_ratio(p, m, denom, k, c / k["bc1"])

@@ -19,5 +19,15 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
     (a 0-d tensor) takes the second form, which the compiler fuses.
     """
     if isinstance(beta, (int, float)):
-        return F.softplus(x, beta=beta, threshold=EXACT_THRESHOLD)
+        # The kernel evaluates e^{βx} in every lane; above the threshold it returns x, but an
+        # overflowing e^{βx} takes the CPU's slow path, so x is clipped there and restored by
+        # the max (sp_β(x) ≥ x).
+        clipped = x.clamp(max=EXACT_THRESHOLD / beta)
+        out = F.softplus(clipped, beta=beta, threshold=EXACT_THRESHOLD)
+        return torch.maximum(out, x, out=out)
     return x + torch.exp(x * -beta).log1p_().div_(beta)
+
+
+def softplus_times(x: torch.Tensor, c: Any, beta: Any) -> torch.Tensor:
+    """c·sp_β(x/c) = sp_{β/c}(x) for c > 0, as a new tensor: no pass to divide x by c."""
+    return softplus(x, beta / c)
