@@ -10,7 +10,7 @@ from adamkit.core import hparams as hp
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_
-from adamkit.parts.safe import safe_div
+from adamkit.parts.safe import safe_div_finite
 from adamkit.parts.update import descend
 from adamkit.registry import register
 
@@ -45,7 +45,7 @@ class SUAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         unit = g.sign()
-        flips = safe_div(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
+        flips = safe_div_finite(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
         m = ema_(s["exp_avg_unit"], unit, k["beta1"])
         v = ema_(s["exp_avg_ratio"], flips, k["beta2"])
         # m̂/(1 + v̂) = (bc2/bc1)·m/(bc2 + v): one pass less.

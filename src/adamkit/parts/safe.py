@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -9,6 +11,13 @@ def safe_div(num: torch.Tensor, den: torch.Tensor, fallback: float) -> torch.Ten
     """num / den where den ≠ 0, ``fallback`` elsewhere (what the division gives there is
     discarded)."""
     return torch.where(den == 0, fallback, num / den)
+
+
+def safe_div_finite(num: torch.Tensor, den: torch.Tensor, fallback: float) -> torch.Tensor:
+    """:func:`safe_div` for finite ``num`` and ``den``, without an element-wise mask (two slow
+    passes on the CPU): den/den is 1 except where den = 0, where it makes the quotient NaN."""
+    quotient = torch.div(num, den).mul_(den / den)
+    return quotient.nan_to_num_(nan=fallback, posinf=math.inf, neginf=-math.inf)
 
 
 def sign_floor(u: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
