@@ -71,7 +71,7 @@ class BAdam(AdamkitOptimizer):
             biggest = torch.finfo(g.dtype).max
             floor = mean_abs(u)
             # Φ = 0 where the floor is 0: dividing by an infinite floor gives it without a mask.
-            c = sign_floor(u, torch.where(floor > 0, floor, math.inf))
+            c = sign_floor(u, torch.where(floor == 0, math.inf, floor))
             diff = torch.sub(g, s["grad"], out=s["grad"])  # g_{t-1} is read only here
             phi = torch.div(diff, c, out=diff).clamp_(-biggest, biggest)
             # β2·v + (1 − β2)·Φ, not a lerp: v − Φ may overflow where the sum does not.
