@@ -1,4 +1,4 @@
-"""The exact softplus used by SAdam and friends (no threshold, unlike torch.nn.Softplus)."""
+"""The exact softplus used by SAdam and friends (torch.nn.Softplus's threshold 20 is not exact)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ EXACT_THRESHOLD = 40.0
 def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
     """sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0 (Tong et al. 2019).
 
-    A new tensor. With β a Python number (eager) this is torch's one-pass kernel; a traced β
-    (a 0-d tensor) takes the second form, which the compiler fuses.
+    A new tensor. With β a Python number (eager) this is torch's softplus kernel (one pass for
+    both transcendental functions); a traced β (a 0-d tensor) takes the second form, which the
+    compiler fuses.
     """
     if isinstance(beta, (int, float)):
         # The kernel evaluates e^{βx} in every lane; above the threshold it returns x, but an
