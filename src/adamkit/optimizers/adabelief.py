@@ -8,13 +8,13 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State, if_hyper
 from adamkit.core import hparams as hp
 from adamkit.parts.adaptive import (
-    adam_direction,
+    adam_denominator,
     add_bias_corrections,
     add_rectifier,
-    rectified_direction,
+    rectified_denominator,
 )
 from adamkit.parts.moments import ema_, ema_sq_, running_max_
-from adamkit.parts.update import descend
+from adamkit.parts.update import descend, descend_ratio
 from adamkit.registry import register
 
 
@@ -71,8 +71,7 @@ class AdaBelief(AdamkitOptimizer):
         var = ema_sq_(s["exp_avg_var"], g - m, k["beta2"]).add_(k["eps"])
         if k["amsgrad"]:
             var = running_max_(s["max_exp_avg_var"], var)
-        if not k["rectify"]:
-            return descend(p, adam_direction(m, var, k), k)
-        if k["rectified"]:
-            return descend(p, rectified_direction(m, var, k), k)
-        return descend(p, m / k["bc1"] if k["degenerated_to_sgd"] else None, k)
+        if k["rectify"] and not k["rectified"]:
+            return descend(p, m if k["degenerated_to_sgd"] else None, k, 1 / k["bc1"])
+        denom, scale = (rectified_denominator if k["rectify"] else adam_denominator)(var, k)
+        return descend_ratio(p, m, denom, k, scale)

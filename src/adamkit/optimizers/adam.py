@@ -11,9 +11,9 @@ from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State, if_hyper
 from adamkit.core import hparams as hp
-from adamkit.parts.adaptive import adam_direction, add_bias_corrections
+from adamkit.parts.adaptive import adam_denominator, add_bias_corrections
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.update import descend
+from adamkit.parts.update import descend_ratio
 from adamkit.registry import register
 
 ADAM_HYPERS: tuple[Hyper, ...] = (
@@ -65,7 +65,8 @@ class Adam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        return descend(p, adam_direction(m, v, k), k)
+        denom, scale = adam_denominator(v, k)
+        return descend_ratio(p, m, denom, k, scale)
 
 
 @register

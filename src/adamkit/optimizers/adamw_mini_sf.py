@@ -21,6 +21,7 @@ from adamkit.core import hparams as hp
 from adamkit.core.precision import check_state_dtype, new_codec
 from adamkit.core.reduce import norm
 from adamkit.optimizers.ref_controller import check_controller, new_controller, observe
+from adamkit.parts.update import add_scaled_
 from adamkit.registry import register
 
 logger = logging.getLogger("adamkit")
@@ -113,23 +114,30 @@ class AdamWMiniSF(AdamkitOptimizer):
         ema_prev = s["grad_norm_ema"]
         ema = torch.where(ema_prev.isnan(), n, (1 - a) * ema_prev + a * n)
         lr_auto = (k["lr"] * ema / (n + 1e-12)).clamp(k["min_lr"], k["max_lr"])
-        m_prev, v_prev = s["exp_avg"], s["exp_avg_sq"]
-        m = m_prev.lerp(g, 1 - k["beta1"])
-        v = v_prev.lerp(g * g, 1 - k["beta2"])
-        if k["legacy_fp32_denominator"]:
-            denom = (v.float().sqrt() + k["eps"]).to(_legacy_storage(k, v)).to(v.dtype)
-        else:
-            denom = v.sqrt() + k["eps"]
-        decay = k["weight_decay"] * (lr_auto if k["weight_decay_mode"] == "decoupled" else 1.0)
-        stepped = (p * (1 - decay) if k["decay_active"] else p) - lr_auto * m / denom
-        new_p = torch.where(finite, stepped, p)
-        m = torch.where(finite, m, m_prev)
-        if k["inject"]:
-            m = m * (1 - k["inject_alpha"]) + k["inject_alpha"] * new_p
-        s["exp_avg"] = m
-        s["exp_avg_sq"] = torch.where(finite, v, v_prev)
         s["grad_norm_ema"] = torch.where(finite, ema, ema_prev)
-        return new_p
+        # A skipped step (non-finite ‖g‖) runs the same in-place passes with g replaced by 0 and
+        # rates 0, which leave m, v and θ as they were; no full-size select is needed.
+        x = torch.mul(g, finite.to(g.dtype)).nan_to_num_(nan=0.0)  # g, or 0 (inf·0 is NaN)
+        m = s["exp_avg"].lerp_(x, _gate(finite, 1 - k["beta1"], 0.0, g))
+        v = s["exp_avg_sq"].lerp_(x.square_(), _gate(finite, 1 - k["beta2"], 0.0, g))
+        if k["legacy_fp32_denominator"]:
+            x = (v.float().sqrt() + k["eps"]).to(_legacy_storage(k, v)).to(v.dtype)
+        else:
+            x = torch.sqrt(v, out=x).add_(k["eps"])
+        if k["decay_active"]:
+            decay = k["weight_decay"] * (lr_auto if k["weight_decay_mode"] == "decoupled" else 1.0)
+            p.mul_(_gate(finite, 1 - decay, 1.0, g))
+        p.sub_(torch.div(m, x, out=x).mul_(_gate(finite, lr_auto, 0.0, g)))
+        if k["inject"]:
+            add_scaled_(m.mul_(1 - k["inject_alpha"]), p, k["inject_alpha"])
+        return p
+
+
+def _gate(finite: Tensor, value: Any, skipped: float, like: Tensor) -> Tensor:
+    """``value`` if ‖g‖ is finite, else ``skipped``: a 0-d tensor of ``like``'s dtype."""
+    return torch.where(
+        finite, torch.as_tensor(value, dtype=like.dtype, device=like.device), skipped
+    )
 
 
 def _legacy_storage(k: Scalars, v: Tensor) -> torch.dtype:

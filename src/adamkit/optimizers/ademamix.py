@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError, Scalars, State
@@ -13,7 +14,7 @@ from adamkit.core import hparams as hp
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_, ema_sq_
 from adamkit.parts.schedules import alpha_schedule, beta3_schedule
-from adamkit.parts.update import add_scaled_, descend
+from adamkit.parts.update import descend_ratio, scaled_sum
 from adamkit.registry import register
 
 
@@ -80,6 +81,8 @@ class AdEMAMix(AdamkitOptimizer):
         m1 = ema_(s["exp_avg_fast"], g, k["beta1"])
         m2 = ema_(s["exp_avg_slow"], g, k["beta3_t"])
         nu = ema_sq_(s["exp_avg_sq"], g, k["beta2"])
-        denom = nu.div(k["bc2"]).add_(k["eps_root"]).sqrt_().add_(k["eps"])
-        mixed = add_scaled_(m1.div(k["bc1"]), m2, k["alpha_t"])
-        return descend(p, mixed.div_(denom), k)
+        # (m1/bc1 + α·m2)/(sqrt(ν/bc2 + ε̄) + ε) = (sqrt(bc2)/bc1)·(m1 + α·bc1·m2) /
+        # (sqrt(ν + ε̄·bc2) + ε·sqrt(bc2)): two passes less.
+        denom = torch.add(nu, k["eps_root"] * k["bc2"]).sqrt_().add_(k["eps"] * k["sqrt_bc2"])
+        mixed = scaled_sum(m1, m2, k["alpha_t"] * k["bc1"])
+        return descend_ratio(p, mixed, denom, k, k["sqrt_bc2"] / k["bc1"])

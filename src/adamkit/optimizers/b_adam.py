@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -9,8 +11,8 @@ from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.moments import ema_
-from adamkit.parts.safe import safe_div, sign_floor
-from adamkit.parts.softplus import softplus_
+from adamkit.parts.safe import sign_floor
+from adamkit.parts.softplus import softplus_times
 from adamkit.parts.update import add_scaled_
 from adamkit.registry import register
 
@@ -68,11 +70,15 @@ class BAdam(AdamkitOptimizer):
             u.copy_(m).mul_(scale)
         else:
             biggest = torch.finfo(g.dtype).max
-            phi = safe_div(g - s["grad"], sign_floor(u, mean_abs(u)), 0.0).clamp_(-biggest, biggest)
+            floor = mean_abs(u)
+            # Φ = 0 where the floor is 0: dividing by an infinite floor gives it without a mask.
+            c = sign_floor(u, torch.where(floor == 0, math.inf, floor))
+            diff = torch.sub(g, s["grad"], out=s["grad"])  # g_{t-1} is read only here
+            phi = torch.div(diff, c, out=diff).clamp_(-biggest, biggest)
             # β2·v + (1 − β2)·Φ, not a lerp: v − Φ may overflow where the sum does not.
             v = add_scaled_(s["exp_avg_2ed"].mul_(k["beta2"]), phi, 1 - k["beta2"])
-            denom = softplus_(v.div(k["bc2_prev"]).abs_(), k["smooth"])
-            u.copy_(denom.reciprocal_().mul_(m).mul_(scale))
+            denom = softplus_times(v.abs(), k["bc2_prev"], k["smooth"])  # bc2·sp(|v̂|)
+            torch.div(m, denom, out=u).mul_(scale * k["bc2_prev"])
         if k["decay_active"]:
             add_scaled_(u, p, k["decay"])
         s["grad"].copy_(g)

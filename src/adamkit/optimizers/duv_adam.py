@@ -11,7 +11,7 @@ from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_
 from adamkit.parts.safe import safe_div
-from adamkit.parts.update import descend
+from adamkit.parts.update import descend_ratio
 from adamkit.registry import register
 
 
@@ -50,5 +50,6 @@ class DuvAdam(AdamkitOptimizer):
         deviation.nan_to_num_(nan=biggest, posinf=biggest)
         m = ema_(s["exp_avg"], g, k["beta1"])
         v = ema_(s["exp_avg_sq"], deviation, k["beta2"])
-        denom = v.div(k["bc2"]).sqrt_().add_(1)
-        return descend(p, denom.reciprocal_().mul_(m).div_(k["bc1"]), k)
+        # m̂/(1 + sqrt(v̂)) = (sqrt(bc2)/bc1)·m/(sqrt(bc2) + sqrt(v)): one pass less.
+        denom = torch.sqrt(v, out=deviation).add_(k["sqrt_bc2"])
+        return descend_ratio(p, m, denom, k, k["sqrt_bc2"] / k["bc1"])

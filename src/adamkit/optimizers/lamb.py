@@ -52,4 +52,4 @@ class LAMB(AdamkitOptimizer):
         u = adam_direction(m, v, k)
         if k["weight_decay_mode"] == "trust_ratio":
             add_scaled_(u, p, k["weight_decay"])
-        return descend(p, u.mul_(trust_ratio(p, u, k["trust_clamp"])), k)
+        return descend(p, u, k, trust_ratio(p, u, k["trust_clamp"]))

@@ -8,9 +8,9 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
-from adamkit.parts.adaptive import add_rectified_corrections, rectified_direction
+from adamkit.parts.adaptive import add_rectified_corrections, rectified_denominator
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.update import descend
+from adamkit.parts.update import descend, descend_ratio
 from adamkit.registry import register
 
 
@@ -50,5 +50,7 @@ class RAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        d = rectified_direction(m, v, k) if k["rectified"] else m / k["bc1"]
-        return descend(p, d, k)
+        if not k["rectified"]:
+            return descend(p, m, k, 1 / k["bc1"])
+        denom, scale = rectified_denominator(v, k)
+        return descend_ratio(p, m, denom, k, scale)

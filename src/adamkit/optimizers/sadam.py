@@ -13,8 +13,8 @@ from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import add_bias_corrections, add_rectified_corrections
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.softplus import softplus_
-from adamkit.parts.update import descend
+from adamkit.parts.softplus import softplus_times
+from adamkit.parts.update import descend, descend_ratio
 from adamkit.registry import register
 
 SOFTPLUS_HYPERS: tuple[Hyper, ...] = (
@@ -46,8 +46,8 @@ class SAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        denom = softplus_(v.sqrt().div_(k["sqrt_bc2"]), k["smooth"])
-        return descend(p, denom.reciprocal_().mul_(m).div_(k["bc1"]), k)
+        denom = softplus_times(v.sqrt(), k["sqrt_bc2"], k["smooth"])  # sqrt(bc2)·sp(sqrt(v̂))
+        return descend_ratio(p, m, denom, k, k["sqrt_bc2"] / k["bc1"])
 
 
 @register
@@ -73,6 +73,7 @@ class SRAdam(SAdam):
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
         if not k["rectified"]:
-            return descend(p, m / k["bc1"], k)
-        denom = softplus_(v.sqrt().div_(k["sqrt_bc2"] * k["rect"]), k["smooth"])
-        return descend(p, denom.reciprocal_().mul_(m).div_(k["bc1"]), k)
+            return descend(p, m, k, 1 / k["bc1"])
+        c = k["sqrt_bc2"] * k["rect"]
+        denom = softplus_times(v.sqrt(), c, k["smooth"])  # c·sp(sqrt(v̂)/r_t)
+        return descend_ratio(p, m, denom, k, c / k["bc1"])

@@ -121,7 +121,9 @@ class AdamWScheduleFree(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         v = ema_sq_(s["exp_avg_sq"], g, k["beta2"])
-        step = v.sqrt().div_(k["sqrt_bc2"]).add_(k["eps"]).reciprocal_().mul_(g).mul_(k["lr"])
+        # g/(sqrt(v)/sqrt(bc2) + ε) = sqrt(bc2)·g/(sqrt(v) + ε·sqrt(bc2)): one pass less.
+        denom = v.sqrt().add_(k["eps"] * k["sqrt_bc2"])
+        step = torch.div(g, denom, out=denom).mul_(k["lr"] * k["sqrt_bc2"])
         if k["decay_active"]:
             add_scaled_(step, p, k["decay"])
         z = s["z"]

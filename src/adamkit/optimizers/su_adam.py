@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
@@ -9,7 +10,7 @@ from adamkit.core import hparams as hp
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_
-from adamkit.parts.safe import safe_div
+from adamkit.parts.safe import safe_div_finite
 from adamkit.parts.update import descend
 from adamkit.registry import register
 
@@ -45,8 +46,9 @@ class SUAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         unit = g.sign()
-        flips = safe_div(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
+        flips = safe_div_finite(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
         m = ema_(s["exp_avg_unit"], unit, k["beta1"])
         v = ema_(s["exp_avg_ratio"], flips, k["beta2"])
-        scale = mean_abs(p) / k["bc1"]
-        return descend(p, v.div(k["bc2"]).add_(1).reciprocal_().mul_(m).mul_(scale), k)
+        # m̂/(1 + v̂) = (bc2/bc1)·m/(bc2 + v): one pass less.
+        direction = torch.div(m, torch.add(v, k["bc2"], out=unit), out=unit)
+        return descend(p, direction, k, mean_abs(p) * (k["bc2"] / k["bc1"]))

@@ -17,21 +17,27 @@ def add_bias_corrections(k: Scalars, t: int) -> None:
     k["sqrt_bc2"] = math.sqrt(k["bc2"])
 
 
-def adam_direction(m: torch.Tensor, v: torch.Tensor, k: Scalars) -> torch.Tensor:
-    """Adam's step direction from raw (uncorrected) moments.
+def adam_denominator(v: torch.Tensor, k: Scalars) -> tuple[torch.Tensor, Any]:
+    """(den, scale) of Adam's step direction scale · m / den from raw (uncorrected) moments.
 
     ``eps_mode="standard"``: m̂ / (sqrt(v̂) + ε).
     ``eps_mode="hat"``: sqrt(bc2)/bc1 · m / (sqrt(v) + ε), Kingma & Ba's ε̂ form (labml
     ``optimized_update``), i.e. the standard form with ε replaced by ε/sqrt(bc2).
+    ``den`` is a new tensor shaped as ``v``.
     """
     if k.get("eps_mode", "standard") == "hat":
-        denom, scale = v.sqrt().add_(k["eps"]), k["sqrt_bc2"] / k["bc1"]
-    else:
-        denom, scale = v.sqrt().div_(k["sqrt_bc2"]).add_(k["eps"]), 1 / k["bc1"]
+        return v.sqrt().add_(k["eps"]), k["sqrt_bc2"] / k["bc1"]
+    # m̂/(sqrt(v̂) + ε) = (sqrt(bc2)/bc1)·m/(sqrt(v) + ε·sqrt(bc2)): one pass less.
+    return v.sqrt().add_(k["eps"] * k["sqrt_bc2"]), k["sqrt_bc2"] / k["bc1"]
+
+
+def adam_direction(m: torch.Tensor, v: torch.Tensor, k: Scalars) -> torch.Tensor:
+    """Adam's step direction scale · m / den (:func:`adam_denominator`), as a new tensor."""
+    denom, scale = adam_denominator(v, k)
     if denom.shape != m.shape:  # a block second moment (Adam-mini) broadcasts over m
         return m * scale / denom
     # One temporary, reused in place: on the CPU every fresh full-size tensor costs page faults.
-    return denom.reciprocal_().mul_(m).mul_(scale)
+    return torch.div(m, denom, out=denom).mul_(scale)
 
 
 def add_rectifier(k: Scalars, t: int, threshold: float, inclusive: bool = False) -> None:
@@ -65,6 +71,7 @@ def rectifier(beta2: float, t: int) -> tuple[float, float]:
     return rho_t, math.sqrt(r2)
 
 
-def rectified_direction(m: torch.Tensor, v: torch.Tensor, k: Scalars) -> torch.Tensor:
-    """RAdam's rectified direction r_t · m̂ · sqrt(bc2) / (sqrt(v) + ε) (ε uncorrected, as torch)."""
-    return m * (k["rect"] * k["sqrt_bc2"] / k["bc1"]) / (v.sqrt() + k["eps"])
+def rectified_denominator(v: torch.Tensor, k: Scalars) -> tuple[torch.Tensor, Any]:
+    """(den, scale) of RAdam's rectified direction scale · m / den = r_t · m̂ · sqrt(bc2) /
+    (sqrt(v) + ε) (ε uncorrected, as torch); ``den`` is a new tensor."""
+    return v.sqrt().add_(k["eps"]), k["rect"] * k["sqrt_bc2"] / k["bc1"]

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def safe_div(num: torch.Tensor, den: torch.Tensor, fallback: float) -> torch.Tensor:
-    """num / den where den ≠ 0, ``fallback`` elsewhere (the division runs only where den ≠ 0)."""
-    zero = den == 0
-    return (num / den.masked_fill(zero, 1.0)).masked_fill_(zero, fallback)
+    """num / den where den ≠ 0, ``fallback`` elsewhere (what the division gives there is
+    discarded)."""
+    return torch.where(den == 0, fallback, num / den)
+
+
+def safe_div_finite(num: torch.Tensor, den: torch.Tensor, fallback: float) -> torch.Tensor:
+    """:func:`safe_div` for finite ``num`` and ``den``, without an element-wise mask (two slow
+    passes on the CPU): den/den is 1 except where den = 0, where it makes the quotient NaN."""
+    quotient = torch.div(num, den).mul_(den / den)
+    return quotient.nan_to_num_(nan=fallback, posinf=math.inf, neginf=-math.inf)
 
 
 def sign_floor(u: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     """u with |u| raised to at least ``floor`` keeping its sign; ``floor`` where u = 0 (B_Adam)."""
-    raised = torch.where(u.abs() > floor, u, u.sign() * floor)
-    return torch.where(raised == 0, floor, raised)
+    return u.abs().clamp_(min=floor).copysign_(u + 0.0)  # u + 0 is +0 where u = −0
