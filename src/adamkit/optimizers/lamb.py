@@ -3,7 +3,6 @@ arXiv:1904.00962 (Algorithm 2)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
@@ -50,17 +49,7 @@ class LAMB(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-
-        def direction() -> Tensor:
-            u = adam_direction(m, v, k)
-            if k["weight_decay_mode"] == "trust_ratio":
-                add_scaled_(u, p, k["weight_decay"])
-            return u
-
-        u = direction()
-        ratio = trust_ratio(p, u, k["trust_clamp"])
-        if torch.compiler.is_compiling():
-            # Compiled, u is computed again for the update, so that inductor fuses it into the
-            # norm's pass and the update's instead of keeping it (a full-size temporary).
-            u = direction()
-        return descend(p, u, k, ratio)
+        u = adam_direction(m, v, k)
+        if k["weight_decay_mode"] == "trust_ratio":
+            add_scaled_(u, p, k["weight_decay"])
+        return descend(p, u, k, trust_ratio(p, u, k["trust_clamp"]))
