@@ -117,26 +117,31 @@ def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
 MERGEABLE = [
     n
     for n in NAMES
-    if adamkit.optimizer_class(n).elementwise or adamkit.optimizer_class(n).segmentable
+    if adamkit.optimizer_class(n).elementwise
+    or adamkit.optimizer_class(n).segmentable
+    or adamkit.optimizer_class(n).vectors_elementwise
 ]
 
 
 @pytest.mark.parametrize("name", MERGEABLE)
 def test_merge_declarations_hold(name: str) -> None:
-    # An optimizer that declares its rule element-wise (or coupled only through per-tensor
-    # reductions) may have its small tensors concatenated by the compiled path: stepping two
-    # tensors must equal stepping their concatenation (with the reductions segmented).
+    # An optimizer that declares its rule element-wise (on every tensor, or on vectors), or
+    # coupled only through per-tensor reductions, may have its small tensors concatenated by
+    # the compiled path: stepping two tensors must equal stepping their concatenation (with
+    # the reductions segmented).
     cls = adamkit.optimizer_class(name)
-    a, b = make_params(torch.float64, ((5, 3), (8,)))
+    vectors_only = not (cls.elementwise or cls.segmentable)
+    a, b = make_params(torch.float64, ((15,), (8,)) if vectors_only else ((5, 3), (8,)))
     joined = torch.cat([a.detach().view(-1), b.detach().view(-1)]).requires_grad_()
-    separate = adamkit.create(name, [a, b], backend="eager")
-    together = adamkit.create(name, [joined], backend="eager")
+    hyper = {"scale_invariant": True} if "scale_invariant" in cls.declared_hypers() else {}
+    separate = adamkit.create(name, [a, b], backend="eager", **hyper)
+    together = adamkit.create(name, [joined], backend="eager", **hyper)
     ids = torch.tensor([0] * 15 + [1] * 8)
     segments = reduce.Segments(ids, torch.tensor([15.0, 8.0], dtype=torch.float64))
     grads = grad_stream([joined])
     for i in range(4):
         g = grads(i)[0] * torch.linspace(0.1, 3.0, joined.numel(), dtype=torch.float64)
-        a.grad, b.grad = g[:15].view(5, 3).clone(), g[15:].clone()
+        a.grad, b.grad = g[:15].view(a.shape).clone(), g[15:].clone()
         joined.grad = g.clone()
         separate.step()
         if cls.segmentable:
@@ -158,6 +163,7 @@ def test_merge_declarations_hold(name: str) -> None:
 def test_merge_declarations() -> None:
     assert {"adam", "adamw", "radam", "adabelief", "ademamix"} <= set(MERGEABLE)
     assert {"lamb", "um", "b_adam"} <= set(MERGEABLE)
+    assert {"stable_adam", "adam_awd", "adam_gc"} <= set(MERGEABLE)
     assert not adamkit.optimizer_class("adam_gc").elementwise  # own rule, not re-declared
     assert not adamkit.optimizer_class("adamw_mini_sf").segmentable
 

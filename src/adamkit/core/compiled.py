@@ -307,10 +307,11 @@ class Bucket:
             self.calls.append(Chunk(large[start : start + size], dummies))
 
 
-def merge_kind(opt: Any) -> str | None:
-    """How the optimizer's small tensors may be merged: its rule is element-wise, or couples
-    elements only through per-tensor reductions (segmented), or neither."""
-    if getattr(opt, "elementwise", False):
+def merge_kind(opt: Any, ndim: int) -> str | None:
+    """How the optimizer's small tensors of ``ndim`` dimensions may be merged: its rule is
+    element-wise (on vectors, for ``vectors_elementwise``), or couples elements only through
+    per-tensor reductions (segmented), or neither."""
+    if getattr(opt, "elementwise", False) or (ndim == 1 and opt.vectors_elementwise):
         return "elementwise"
     return "segmented" if getattr(opt, "segmentable", False) else None
 
@@ -327,9 +328,9 @@ class Arrangement:
                 self.eager.append(plan)
             else:
                 by_signature.setdefault(plan.signature, []).append(plan)
-        kind = merge_kind(opt)
         self.buckets = []
         for sig, bucket in by_signature.items():
+            kind = merge_kind(opt, bucket[0].slot["param"].ndim)
             merge = kind if kind and all(p.mergeable() for p in bucket) else None
             stand_ins = path.stand_ins(opt, bucket[0], hyper, 2) if merge == "segmented" else None
             self.buckets.append(

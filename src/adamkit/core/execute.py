@@ -189,7 +189,7 @@ class Plan:
         shape = self.slot["param"].shape
         return (
             self.signature is not None
-            and self.flat
+            and (self.flat or len(shape) == 1)
             and self.pcodec.elementwise
             and all(codec.elementwise for codec in self.codecs.values())
             and all(t.shape == shape for t in (*self.slot.values(), *self.stored.values()))

@@ -112,6 +112,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     # The rule couples elements only through the per-tensor reductions of core.reduce (norm,
     # rms, mean_abs), so concatenated tensors can be stepped with those reductions segmented.
     segmentable: ClassVar[bool] = False
+    # On 1-D tensors the rule is element-wise (per-channel statistics of a vector are per element,
+    # a centralization of a vector is skipped): small vectors may be concatenated.
+    vectors_elementwise: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ declaration hooks
     @staticmethod
@@ -137,7 +140,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for claim in ("elementwise", "segmentable"):
+        for claim in ("elementwise", "segmentable", "vectors_elementwise"):
             if "rule" in cls.__dict__ and claim not in cls.__dict__:
                 setattr(cls, claim, False)
         if "hypers" in cls.__dict__:

@@ -30,6 +30,7 @@ class AdamAWD(AdamkitOptimizer):
     """
 
     name = "adam_awd"
+    vectors_elementwise = True
     shaped = True
     hypers = CHANNEL_HYPERS
     buffers = CHANNEL_BUFFERS

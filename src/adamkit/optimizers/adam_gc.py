@@ -24,6 +24,7 @@ class AdamGC(Adam):
     """
 
     name = "adam_gc"
+    vectors_elementwise = True
     shaped = True
     hypers: tuple[Hyper, ...] = (
         *ADAM_HYPERS,

@@ -32,6 +32,7 @@ class StableAdam(AdamkitOptimizer):
     """
 
     name = "stable_adam"
+    vectors_elementwise = True
     shaped = True
     hypers = CHANNEL_HYPERS
     buffers = CHANNEL_BUFFERS
