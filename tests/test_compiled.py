@@ -211,8 +211,9 @@ def test_merged_small_tensors_keep_state_as_ordinary_views_and_resume_exactly() 
 
 @pytest.mark.slow
 def test_compiled_path_follows_changes_between_steps() -> None:
-    # Replaced parameter storage, replaced state tensors, parameters without gradients and
-    # parameters at different steps: the compiled path must notice each and match eager.
+    # Replaced parameter storage, replaced state tensors, a reset state, parameters without
+    # gradients and parameters at different steps: the compiled path must notice each and
+    # match eager.
     def script(backend: str) -> list[torch.Tensor]:
         params = make_params(torch.float64, SHAPES)
         opt = adamkit.AdamW(params, backend=backend)
@@ -224,6 +225,8 @@ def test_compiled_path_follows_changes_between_steps() -> None:
                 params[1].data = params[1].data.clone()
             if i == 5:
                 opt.state[params[2]]["exp_avg"] = opt.state[params[2]]["exp_avg"].clone() * 0.5
+            if i == 6:
+                opt.state[params[3]] = {}  # a reset: the state starts again at step 0
             opt.step()
         return params
 
