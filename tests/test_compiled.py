@@ -83,7 +83,9 @@ def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     assert graphs == before + 1  # one graph serves the merged job and the chunk
     kinds = {
-        type(call) for b in opt._programs[id(opt.param_groups[0])].work.buckets for call in b.calls
+        type(call)
+        for b in opt._programs[id(opt.param_groups[0])].stages[0].work.buckets
+        for call in b.calls
     }
     assert kinds == {compiled.Merged, compiled.Chunk}
     for i in range(1, 101):
@@ -184,7 +186,7 @@ def test_merged_small_tensors_keep_state_as_ordinary_views_and_resume_exactly() 
     params, opt = stepped("compiled", 3)
     assert any(
         isinstance(call, compiled.Merged)
-        for bucket in next(iter(opt._programs.values())).work.buckets
+        for bucket in next(iter(opt._programs.values())).stages[0].work.buckets
         for call in bucket.calls
     )
     for p in params:
@@ -228,6 +230,8 @@ def test_compiled_path_follows_changes_between_steps() -> None:
             if i == 6:
                 opt.state[params[3]] = {}  # a reset: the state starts again at step 0
             opt.step()
+        if backend == "compiled":  # parameters left at three different steps: three stages
+            assert len(opt._programs[id(opt.param_groups[0])].stages) == 3
         return params
 
     for a, b in zip(script("compiled"), script("eager"), strict=True):

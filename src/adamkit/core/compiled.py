@@ -426,26 +426,41 @@ class CompiledPath:
 # ------------------------------------------------------------------ a group's steady state
 
 
+class Stage:
+    """The parameters of a group that take step ``t`` next, arranged for the compiled path."""
+
+    __slots__ = ("plans", "t", "work")
+
+    def __init__(self, t: int, plans: list[Plan], work: Arrangement) -> None:
+        self.t, self.plans, self.work = t, plans, work
+
+
 class GroupProgram:
     """A group's arranged compiled work, reused from step to step while it still fits: the
-    same parameters with gradients, the same parameter storage, the same state tensors, all at
-    the same step, under the same rounding policy and parameter numbering."""
+    same parameters with gradients, the same parameter storage, the same state dicts and state
+    tensors, each at the step it was left at, under the same rounding policy and parameter
+    numbering. Parameters at different steps (say, one that skipped steps) form one
+    :class:`Stage` per step."""
 
     def __init__(
         self,
         params: Sequence[torch.Tensor],
         active: list[torch.Tensor],
-        plans: list[Plan],
-        work: Arrangement,
+        states: list[dict[str, Any]],
+        stages: list[Stage],
         roundings: tuple[str, str],
         offset: int,
     ) -> None:
-        self.params, self.active, self.plans, self.work = list(params), active, plans, work
+        self.params, self.active, self.states, self.stages = list(params), active, states, stages
         self.roundings, self.offset = roundings, offset
-        self.states = [plan.state for plan in plans]
         self.pointers = [p.data_ptr() for p in active]
-        self.stored = [(plan.state, n, t) for plan in plans for n, t in plan.stored.items()]
-        self.step: int = plans[0].state["step"] if plans else 0
+        self.stored = [
+            (plan.state, n, t)
+            for stage in stages
+            for plan in stage.plans
+            for n, t in plan.stored.items()
+        ]
+        self.steps = [st["step"] for st in states]
 
     def fits(
         self,
@@ -463,13 +478,16 @@ class GroupProgram:
             and _same_objects(map(state.get, active), self.states)
             and [p.data_ptr() for p in active] == self.pointers
             and all(st.get(name) is t for st, name, t in self.stored)
-            and all(st["step"] == self.step for st in self.states)
+            and [st["step"] for st in self.states] == self.steps
         )
 
-    def advance(self, t: int) -> None:
-        for st in self.states:
-            st["step"] = t
-        self.step = t
+    def advance(self) -> None:
+        """Record that every stage took its step."""
+        for stage in self.stages:
+            for plan in stage.plans:
+                plan.state["step"] = stage.t
+            stage.t += 1
+        self.steps = [st["step"] for st in self.states]
 
 
 def _same_objects(a: Any, b: Sequence[Any]) -> bool:

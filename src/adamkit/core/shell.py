@@ -40,6 +40,7 @@ from adamkit.core.codecs import Plain
 from adamkit.core.compiled import (
     CompiledPath,
     GroupProgram,
+    Stage,
     compiler_available,
     worth_compiling,
 )
@@ -329,21 +330,15 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         program = programs.pop(id(group), None)
         if program is None or not program.fits(params, active, self.state, roundings, offset):
             by_step = self._plans_by_step(group, hyper, active, offset)
-            if len(by_step) != 1:  # parameters at different steps: arranged step by step
-                for t, plans in by_step.items():
-                    k = self.step_scalars(hyper, t, group)
-                    work = fast.arrange(self, plans, hyper)
-                    self._update_eagerly(fast.run(self, work, k), k, None)
-                    for plan in plans:
-                        plan.state["step"] = t
-                return
-            plans = next(iter(by_step.values()))
-            work = fast.arrange(self, plans, hyper)
-            program = GroupProgram(params, active, plans, work, roundings, offset)
-        t = program.step + 1
-        k = self.step_scalars(hyper, t, group)
-        self._update_eagerly(fast.run(self, program.work, k), k, None)
-        program.advance(t)
+            stages = [
+                Stage(t, plans, fast.arrange(self, plans, hyper)) for t, plans in by_step.items()
+            ]
+            states = [self.state[p] for p in active]
+            program = GroupProgram(params, active, states, stages, roundings, offset)
+        for stage in program.stages:
+            k = self.step_scalars(hyper, stage.t, group)
+            self._update_eagerly(fast.run(self, stage.work, k), k, None)
+        program.advance()
         programs[id(group)] = program
 
     def _plan_of(self, p: torch.Tensor, index: int, hyper: Mapping[str, Any]) -> Plan:
