@@ -7,6 +7,7 @@ import torch
 from reference import REFERENCES
 
 import adamkit
+from adamkit.bench.memory import state_bytes
 
 
 class TinyAttention(torch.nn.Module):
@@ -78,15 +79,6 @@ def test_heads_that_do_not_divide_the_rows_are_refused_at_construction() -> None
         ValueError, match=r"q_proj.weight with shape \(8, 8\) needs n_heads .* got 3"
     ):
         adamkit.AdamMini(model.named_parameters(), n_heads=3)
-
-
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(
-        v.numel() * v.element_size()
-        for state in opt.state.values()
-        for v in state.values()
-        if torch.is_tensor(v)
-    )
 
 
 def test_state_is_about_half_of_adamw_on_a_transformer_block() -> None:

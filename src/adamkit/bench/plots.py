@@ -23,6 +23,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Write a finished figure as a PNG and release it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def _colors(names: Sequence[str]) -> dict[str, Any]:
     plt = _pyplot()
     cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
@@ -50,10 +58,7 @@ def loss_curves(task: str, finals: dict[str, list[dict[str, Any]]], path: Path) 
     ax.set_yscale("log")
     ax.set_title(f"{task}: validation loss at the tuned lr (mean, min-max over seeds)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def final_metric(task: str, summary: dict[str, Any], path: Path) -> Path:
@@ -72,10 +77,7 @@ def final_metric(task: str, summary: dict[str, Any], path: Path) -> Path:
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel(f"{metric} (mean, {summary[names[0]][metric]['interval'] if names else ''})")
     ax.set_title(f"{task}: test metric at the tuned lr")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def lr_sensitivity(task: str, tuning: dict[str, list[dict[str, Any]]], path: Path) -> Path:
@@ -101,10 +103,7 @@ def lr_sensitivity(task: str, tuning: dict[str, list[dict[str, Any]]], path: Pat
     ax.set_ylabel("final validation loss (x: diverged)")
     ax.set_title(f"{task}: learning-rate sensitivity (tuning seed)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def toy_trajectories(task: str, best: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -140,10 +139,7 @@ def toy_trajectories(task: str, best: dict[str, dict[str, Any]], path: Path) -> 
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 RECTIFIER_CHECKS = {
@@ -178,9 +174,7 @@ def radam_rectifier(
     axes[1].set_xscale("log")
     axes[1].legend()
     axes[1].set_xlabel("step t")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     checks = []
     for t, expected in RECTIFIER_CHECKS.items():
         _, r_t = rectifier(beta2, t)
@@ -204,10 +198,7 @@ def ademamix_schedules(
     axes[1].set_title(f"1 − β3(t), β1 = {beta1} → β3 = {beta3}, T_β3 = {steps}")
     for ax in axes:
         ax.set_xlabel("step t")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def performance_profile(profile: dict[str, Any], path: Path) -> Path:
@@ -228,7 +219,4 @@ def performance_profile(profile: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"performance profile over {len(profile['tasks'])} tasks (score: area / 3)")
     if profile["rho"]:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

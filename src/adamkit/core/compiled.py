@@ -273,31 +273,19 @@ Call = Chunk | Merged
 
 
 class Bucket:
-    """The plans of one signature, as compiled calls: small tensors merged (when the rule and
-    storage allow), the rest in chunks; and, per kind of call, a trial call on stand-ins."""
+    """The plans of one signature as compiled calls: small tensors merged (when the rule and
+    their storage allow it), the rest in chunks as long as the padding ``dummies``."""
 
-    def __init__(
-        self,
-        plans: list[Plan],
-        dummies: list[Plan] | None,
-        merge: str | None,
-        stand_ins: list[Plan] | None,
-    ) -> None:
+    def __init__(self, plans: list[Plan], dummies: list[Plan] | None, merge: str | None) -> None:
         self.plans = plans
         self.first = plans[0]
         self.calls: list[Call] = []
-        self.trials: dict[str, Call] = {}
         if dummies is None:
             return
-        self.trials["chunk"] = Chunk(dummies[:1], dummies)
-        small = [p for p in plans if merge and p.state_views[0].numel() <= MERGE_NUMEL]
-        if len(small) < 2:
-            small = []
-        if small and merge == "segmented" and stand_ins is not None:
-            self.trials["segmented"] = Merged(stand_ins, [], segmented=True)
-            self.calls.append(Merged(small, [], segmented=True))
-        elif small and merge == "elementwise":
-            self.calls.append(Merged(small, dummies))
+        small = [p for p in plans if p.state_views[0].numel() <= MERGE_NUMEL] if merge else []
+        if len(small) >= 2:
+            segmented = merge == "segmented"
+            self.calls.append(Merged(small, [] if segmented else dummies, segmented))
         else:
             small = []
         merged = set(map(id, small))
@@ -311,9 +299,9 @@ def merge_kind(opt: Any, ndim: int) -> str | None:
     """How the optimizer's small tensors of ``ndim`` dimensions may be merged: its rule is
     element-wise (on vectors, for ``vectors_elementwise``), or couples elements only through
     per-tensor reductions (segmented), or neither."""
-    if getattr(opt, "elementwise", False) or (ndim == 1 and opt.vectors_elementwise):
+    if opt.elementwise or (ndim == 1 and opt.vectors_elementwise):
         return "elementwise"
-    return "segmented" if getattr(opt, "segmentable", False) else None
+    return "segmented" if opt.segmentable else None
 
 
 class Arrangement:
@@ -329,21 +317,20 @@ class Arrangement:
             else:
                 by_signature.setdefault(plan.signature, []).append(plan)
         self.buckets = []
-        for sig, bucket in by_signature.items():
+        for bucket in by_signature.values():
             kind = merge_kind(opt, bucket[0].slot["param"].ndim)
             merge = kind if kind and all(p.mergeable() for p in bucket) else None
-            stand_ins = path.stand_ins(opt, bucket[0], hyper, 2) if merge == "segmented" else None
-            self.buckets.append(
-                Bucket(bucket, path.dummies(opt, sig, bucket[0], hyper), merge, stand_ins)
-            )
+            self.buckets.append(Bucket(bucket, path.dummies(opt, bucket[0], hyper, merge), merge))
 
 
 class CompiledPath:
-    """One optimizer's compiled functions and the dummy tensors that pad its calls."""
+    """One optimizer's compiled functions, the dummy tensors that pad its calls and the trial
+    calls (on stand-ins) that each function is first compiled and tried on."""
 
     def __init__(self) -> None:
         self.chunks = CompiledChunks()
         self.pads: dict[tuple, list[Plan] | None] = {}
+        self.trials: dict[tuple[tuple, str], Call] = {}
 
     def arrange(self, opt: Any, plans: list[Plan], hyper: Any) -> Arrangement:
         return Arrangement(self, opt, plans, hyper)
@@ -352,6 +339,7 @@ class CompiledPath:
         """Step what the compiled path can take; return the plans left for the eager path."""
         leftover = list(work.eager)
         static, floats, ints = split_scalars(k)
+        numbers = (static_key(static), tuple(floats), tuple(ints))
         scalars: dict[tuple, Any] = {}
         for bucket in work.buckets:
             first = bucket.first
@@ -361,7 +349,7 @@ class CompiledPath:
             if not bucket.calls:
                 leftover.extend(bucket.plans)
             for call in bucket.calls:
-                fn = self._function(opt, bucket, call.kind, static, floats, ints, scalars[place])
+                fn = self._function(opt, first, call.kind, static, numbers, scalars[place])
                 if fn is None:
                     leftover.extend(call.plans)
                 else:
@@ -371,39 +359,45 @@ class CompiledPath:
     def _function(
         self,
         opt: Any,
-        bucket: Bucket,
+        first: Plan,
         kind: str,
         static: dict[str, Any],
-        floats: list[str],
-        ints: list[str],
+        numbers: tuple[tuple, tuple[str, ...], tuple[str, ...]],
         scalars: Any,
     ) -> Function | None:
-        trial = bucket.trials.get(kind)
+        trial = self.trials.get((first.signature, kind))
         if trial is None:
             return None
-        first = bucket.first
         bindings = {
             "RULE": opt.rule,
             "CODECS": first.codecs,
             "PCODEC": first.pcodec,
             "STATIC": static,
-            "FLOAT_NAMES": tuple(floats),
-            "INT_NAMES": tuple(ints),
+            "FLOAT_NAMES": numbers[1],
+            "INT_NAMES": numbers[2],
             "SLOT_NAMES": first.slot_names,
             "STATE_NAMES": first.state_names,
             "EXACT": first.exact,
             "SEGMENTED": kind == "segmented",
         }
-        key = (type(opt), first.signature, kind, static_key(static), tuple(floats), tuple(ints))
+        key = (type(opt), first.signature, kind, *numbers)
         return self.chunks.get(key, bindings, lambda f: trial.run(f, scalars))
 
-    def dummies(self, opt: Any, sig: tuple, like: Plan, hyper: Any) -> list[Plan] | None:
-        """The stand-ins that pad chunk calls, as many as a chunk's jobs (cached per
-        signature): ``CHUNK`` for element-wise rules, ``REDUCING_CHUNK`` for the others."""
+    def dummies(self, opt: Any, like: Plan, hyper: Any, merge: str | None) -> list[Plan] | None:
+        """The stand-ins that pad chunk calls of ``like``'s signature, as many as a chunk's
+        jobs: ``CHUNK`` for element-wise rules, ``REDUCING_CHUNK`` for the others. Made once
+        per signature, with the trial calls of the kinds of call it needs."""
+        sig = like.signature
         if sig not in self.pads:
-            size = CHUNK if getattr(opt, "elementwise", False) else REDUCING_CHUNK
-            self.pads[sig] = self.stand_ins(opt, like, hyper, size)
-        return self.pads[sig]
+            size = CHUNK if opt.elementwise else REDUCING_CHUNK
+            pads = self.pads[sig] = self.stand_ins(opt, like, hyper, size)
+            if pads is not None:
+                self.trials[sig, "chunk"] = Chunk(pads[:1], pads)
+        pads = self.pads[sig]
+        if pads is not None and merge == "segmented" and (sig, "segmented") not in self.trials:
+            pair = self.stand_ins(opt, like, hyper, 2)
+            self.trials[sig, "segmented"] = Merged(pair, [], segmented=True)  # type: ignore[arg-type]
+        return pads
 
     @staticmethod
     def stand_ins(opt: Any, like: Plan, hyper: Any, count: int) -> list[Plan] | None:
