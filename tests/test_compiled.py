@@ -13,10 +13,29 @@ import torch._dynamo.utils as dynamo_utils
 from helpers import grad_stream, make_params
 
 import adamkit
-from adamkit.core import compiled, reduce
+from adamkit.core import compiled, graphs, reduce
 
 NAMES = adamkit.available()
 SHAPES = ((6, 3, 2, 2), (5, 7), (9,), (1,), (3, 4))
+
+
+def calls(opt: object) -> list[compiled.Merged | compiled.Chunk]:
+    """The compiled calls of every stage of every group's program."""
+    return [
+        call
+        for program in opt._programs.values()  # type: ignore[attr-defined]
+        for stage in program.stages
+        for bucket in stage.work.buckets
+        for call in bucket.calls
+    ]
+
+
+@pytest.fixture
+def fresh_configurations(monkeypatch: pytest.MonkeyPatch) -> graphs.Configurations:
+    """An empty process-wide cache of compiled configurations, for tests that count compiles."""
+    fresh = graphs.Configurations()
+    monkeypatch.setattr(compiled, "CONFIGURATIONS", fresh)
+    return fresh
 
 
 def trajectory(name: str, backend: str, dtype: torch.dtype, steps: int = 5, **hyper: object):
@@ -44,7 +63,7 @@ def test_compiled_equals_eager_in_float64(name: str) -> None:
         else {}
     )
     compiled, opt = trajectory(name, "compiled", torch.float64, **kwargs)
-    assert any(fn is not None for fn in opt._fast.chunks.functions.values()), "nothing was compiled"
+    assert calls(opt) and all(c.config is not None for c in calls(opt)), "nothing was compiled"
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
 
@@ -64,6 +83,7 @@ def test_compiled_low_precision_state_matches_eager(name: str, state_dtype: str)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fresh_configurations")
 def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
     # small tensors (merged into one flat job) and one above the merge size (a chunk call)
     params = make_params(torch.float32, (*SHAPES, (300, 250)))
@@ -82,12 +102,7 @@ def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
     step(0)
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     assert graphs == before + 1  # one graph serves the merged job and the chunk
-    kinds = {
-        type(call)
-        for b in opt._programs[id(opt.param_groups[0])].stages[0].work.buckets
-        for call in b.calls
-    }
-    assert kinds == {compiled.Merged, compiled.Chunk}
+    assert {type(call) for call in calls(opt)} == {compiled.Merged, compiled.Chunk}
     for i in range(1, 101):
         step(i)
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
@@ -113,7 +128,7 @@ def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
     ref.step()
     torch.testing.assert_close(strided.detach(), q.detach())
     torch.testing.assert_close(single.detach(), s.detach())
-    assert not opt.__dict__.get("_fast") or not opt._fast.chunks.functions
+    assert not calls(opt)
 
 
 MERGEABLE = [
@@ -262,6 +277,87 @@ def test_complex_parameters_merge_as_their_real_view(name: str) -> None:
         for _ in range(3):
             for p in params:
                 p.grad = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+            opt.step()
+        return params
+
+    for a, b in zip(run("compiled"), run("eager"), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+def run_model(backend: str, steps: int = 3) -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)
+    ).double()
+    opt = adamkit.AdamW(model.parameters(), backend=backend, weight_decay=0.1)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        opt.step()
+    return model, opt
+
+
+@pytest.mark.slow
+def test_module_parameters_take_the_compiled_path() -> None:
+    # nn.Parameter is a tensor subclass the compiled path must take (unlike DTensor)
+    model, opt = run_model("compiled")
+    stepped_params = {id(plan.p) for call in calls(opt) for plan in call.plans}
+    assert stepped_params == {id(p) for p in model.parameters()}
+    reference, _ = run_model("eager")
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_steady_steps_call_their_graphs_without_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
+    through = []
+    original = graphs.Configuration.through_dynamo
+
+    def counted(self: graphs.Configuration, *args: object) -> graphs.Graph | None:
+        through.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(graphs.Configuration, "through_dynamo", counted)
+    params, opt = stepped("compiled", 1)
+    first = len(through)
+    assert first >= len(calls(opt)) > 0
+    assert all(call.graph is not None for call in calls(opt))
+    grads = grad_stream(params)
+    for i in range(1, 6):
+        for p, g in zip(params, grads(i), strict=True):
+            p.grad = g.clone()
+        opt.step()
+    assert len(through) == first
+    eager, _ = stepped("eager", 6)
+    for p, e in zip(params, eager, strict=True):
+        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_a_configuration_is_compiled_once_per_process(
+    fresh_configurations: graphs.Configurations,
+) -> None:
+    stepped("compiled", 2)
+    graphs_before = dynamo_utils.counters["stats"]["unique_graphs"]
+    known = dict(fresh_configurations.known)
+    _params, opt = stepped("compiled", 2)  # a second optimizer of the same configuration
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs_before
+    assert fresh_configurations.known == known
+    assert all(call.graph is not None for call in calls(opt))
+
+
+@pytest.mark.slow
+def test_shaped_rules_take_gradients_of_any_strides() -> None:
+    # A graph is called directly on the strides Dynamo checked; gradients that come with
+    # other strides (here every other step) must still give the eager result.
+    def run(backend: str) -> list[torch.Tensor]:
+        params = make_params(torch.float64, ((6, 4), (5, 3), (4, 7), (8,)))
+        opt = adamkit.create("adam_gc", params, backend=backend)
+        grads = grad_stream(params)
+        for i in range(4):
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g.t().contiguous().t() if i % 2 and g.ndim == 2 else g.clone()
             opt.step()
         return params
 

@@ -12,9 +12,11 @@ for many tensors at a time, so that each tensor costs one fused pass over memory
   coupled only through per-tensor reductions, which then run per segment): their state lives in
   flat buffers, parameters and gradients are copied in and out with batched copies, and one
   compiled job updates them all.
-* Each configuration gets its own code object, so Dynamo's per-function cache never evicts one
-  configuration for another; the first call runs on the dummies, so a compiler failure shows
-  before any real parameter or state is touched, and then the eager path is used.
+* Each configuration is compiled once per process (:mod:`adamkit.core.graphs`), with its own
+  code object, so Dynamo's per-function cache never evicts one configuration for another; the
+  first call runs on the dummies, so a compiler failure shows before any real parameter or
+  state is touched, and then the eager path is used. A call object goes through Dynamo once,
+  then calls the graph that served it directly.
 * A group's arrangement (:class:`Arrangement`) is built once and reused by
   :class:`GroupProgram` while the group's parameters, their storage and state stay the same, so
   a steady step costs a few list operations per tensor in Python.
@@ -22,73 +24,22 @@ for many tensors at a time, so that each tensor costs one fused pass over memory
 
 from __future__ import annotations
 
-import logging
 import operator
 import os
 import shutil
-import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.fx.experimental._config as fx_config
 
-from adamkit.core.execute import Plan, real_view, update_one
-from adamkit.core.reduce import Segments
+from adamkit.core.execute import Plan, real_view
+from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
 
-logger = logging.getLogger("adamkit")
-
-# Jobs per compiled call: more jobs, fewer calls (~75 us each) but a longer first compile,
+# Jobs per compiled call: more jobs, fewer calls (~20 us each) but a longer first compile,
 # which grows faster for rules with reductions. ADAMKIT_COMPILE_CHUNK overrides both.
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "8"))
 REDUCING_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "4"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
-Function = Callable[..., None]
-# Sizes are symbolic and traced on tiny dummies, so inductor's size hints would make it emit
-# serial loops; with dynamic threads every loop gets a parallel region sized at run time.
-INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
-
-
-def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
-    # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
-    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED.
-    floats, ints = scalars
-    segments = None
-    if SEGMENTED:  # noqa: F821
-        segments = Segments(tensors[-2], tensors[-1])
-        tensors = tensors[:-2]
-    k = dict(STATIC)  # noqa: F821
-    for i, name in enumerate(FLOAT_NAMES):  # noqa: F821
-        k[name] = floats[i]
-    for i, name in enumerate(INT_NAMES):  # noqa: F821
-        k[name] = ints[i]
-    n_slot, n_state = len(SLOT_NAMES), len(STATE_NAMES)  # noqa: F821
-    per_job = n_slot + 1 + n_state
-    for i in range(len(tensors) // per_job):
-        base = i * per_job
-        slot = dict(zip(SLOT_NAMES, tensors[base : base + n_slot]))  # noqa: F821, B905
-        grad = tensors[base + n_slot + n_state]
-        state = dict(
-            zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
-        )
-        update_one(
-            RULE,  # noqa: F821
-            slot,
-            grad,
-            state,
-            CODECS,  # noqa: F821
-            PCODEC,  # noqa: F821
-            k,
-            indices[i],
-            EXACT,  # noqa: F821
-            segments if i == 0 else None,
-        )
-
-
-def _configured(number: int, bindings: dict[str, Any]) -> Function:
-    """A fresh function (own code object, own globals) for one configuration."""
-    code = _chunk_body.__code__.replace(co_name=f"adamkit_chunk_{number}")
-    return types.FunctionType(code, {**_chunk_body.__globals__, **bindings}, code.co_name)
 
 
 def split_scalars(k: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -122,37 +73,6 @@ def static_key(static: Mapping[str, Any]) -> tuple:
     return tuple(sorted((name, repr(value)) for name, value in static.items()))
 
 
-class CompiledChunks:
-    """The compiled chunk functions of one optimizer, by configuration."""
-
-    def __init__(self) -> None:
-        self.functions: dict[tuple, Function | None] = {}
-
-    def get(
-        self, key: tuple, bindings: dict[str, Any], trial: Callable[[Function], None]
-    ) -> Function | None:
-        """The compiled function for ``key``: compiled and tried (``trial``) the first time;
-        ``None`` if that failed, after which the caller uses the eager path."""
-        if key in self.functions:
-            return self.functions[key]
-        fn: Function | None = torch.compile(
-            _configured(len(self.functions), bindings),
-            dynamic=True,
-            fullgraph=True,
-            options=INDUCTOR_OPTIONS,
-        )
-        try:
-            # Without duck sizing every dimension gets its own symbol, so a graph traced on the
-            # dummies (all sizes distinct) is not re-traced when real tensors share sizes.
-            with fx_config.patch(use_duck_shape=False):
-                trial(fn)  # type: ignore[arg-type]
-        except Exception as err:  # any compiler failure: fall back, once, loudly
-            logger.warning("adamkit: torch.compile failed (%s); using the eager path", err)
-            fn = None
-        self.functions[key] = fn
-        return fn
-
-
 def worth_compiling(count: int, numel: int) -> bool:
     """``backend="auto"`` compiles groups where the per-tensor Python overhead or the memory
     traffic of separate passes matters: at least 32 tensors or 2^18 elements."""
@@ -178,7 +98,23 @@ def _job(plan: Plan) -> list[torch.Tensor]:
     return [*plan.state_views, plan.grad_view(real_view(plan.p.grad))]
 
 
-class Chunk:
+class _Call:
+    """A compiled call of a step: through Dynamo the first time (or when the configuration
+    changed), then straight to the graph that served it (see :mod:`adamkit.core.graphs`)."""
+
+    indices: torch.Tensor
+    config: Configuration | None = None
+    graph: Graph | None = None
+
+    def invoke(self, config: Configuration, tensors: list[torch.Tensor], scalars: Any) -> None:
+        if config is self.config and self.graph is not None:
+            self.graph(tensors, scalars, self.indices)
+        else:
+            self.graph = config.through_dynamo(tensors, scalars, self.indices)
+            self.config = config
+
+
+class Chunk(_Call):
     """Up to ``CHUNK`` tensors updated by one compiled call (padded with dummies)."""
 
     kind = "chunk"
@@ -197,14 +133,14 @@ class Chunk:
         jobs = plans + dummies[len(plans) :]
         self.indices = torch.tensor([j.index for j in jobs], dtype=torch.int64, device=device)
 
-    def run(self, fn: Function, scalars: Any) -> None:
+    def run(self, config: Configuration, scalars: Any) -> None:
         tensors = list(self.tensors)
         for at, plan in zip(self.grad_at, self.plans, strict=True):
             tensors[at] = plan.grad_view(real_view(plan.p.grad))  # type: ignore[arg-type]
-        fn(tensors, scalars, self.indices)
+        self.invoke(config, tensors, scalars)  # type: ignore[arg-type]
 
 
-class Merged:
+class Merged(_Call):
     """Small tensors of one signature updated as one job on flat buffers.
 
     Their state moves into flat buffers for good (each state entry becomes a view of its
@@ -257,14 +193,14 @@ class Merged:
         indices = [first.index] + [d.index for d in dummies[1:]]
         self.indices = torch.tensor(indices, dtype=torch.int64, device=device)
 
-    def run(self, fn: Function, scalars: Any) -> None:
+    def run(self, config: Configuration, scalars: Any) -> None:
         for views, sources in self.copied:
             torch._foreach_copy_(views, sources)
         grads = [p.grad for p in self.params]
         if self.complex:
             grads = [real_view(g) for g in grads]  # type: ignore[arg-type]
         torch._foreach_copy_(self.grad_views, grads)  # type: ignore[arg-type]
-        fn(self.tensors, scalars, self.indices)
+        self.invoke(config, self.tensors, scalars)
         for views, sources in self.copied:
             torch._foreach_copy_(sources, views)
 
@@ -328,7 +264,6 @@ class CompiledPath:
     calls (on stand-ins) that each function is first compiled and tried on."""
 
     def __init__(self) -> None:
-        self.chunks = CompiledChunks()
         self.pads: dict[tuple, list[Plan] | None] = {}
         self.trials: dict[tuple[tuple, str], Call] = {}
 
@@ -349,14 +284,14 @@ class CompiledPath:
             if not bucket.calls:
                 leftover.extend(bucket.plans)
             for call in bucket.calls:
-                fn = self._function(opt, first, call.kind, static, numbers, scalars[place])
-                if fn is None:
+                config = self._configuration(opt, first, call.kind, static, numbers, scalars[place])
+                if config is None:
                     leftover.extend(call.plans)
                 else:
-                    call.run(fn, scalars[place])
+                    call.run(config, scalars[place])
         return leftover
 
-    def _function(
+    def _configuration(
         self,
         opt: Any,
         first: Plan,
@@ -364,7 +299,7 @@ class CompiledPath:
         static: dict[str, Any],
         numbers: tuple[tuple, tuple[str, ...], tuple[str, ...]],
         scalars: Any,
-    ) -> Function | None:
+    ) -> Configuration | None:
         trial = self.trials.get((first.signature, kind))
         if trial is None:
             return None
@@ -381,7 +316,7 @@ class CompiledPath:
             "SEGMENTED": kind == "segmented",
         }
         key = (type(opt), first.signature, kind, *numbers)
-        return self.chunks.get(key, bindings, lambda f: trial.run(f, scalars))
+        return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
 
     def dummies(self, opt: Any, like: Plan, hyper: Any, merge: str | None) -> list[Plan] | None:
         """The stand-ins that pad chunk calls of ``like``'s signature, as many as a chunk's

@@ -89,6 +89,11 @@ def _codec_id(codec: Codec) -> tuple:
     return (type(codec).__name__, *sorted((k, repr(v)) for k, v in vars(codec).items()))
 
 
+# Parameters the compiled path takes: plain tensors and nn.Parameter (which the graph sees
+# detached, as plain tensors); not DTensors or other tensor subclasses.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 class Plan:
     """What one parameter's update needs, decided once: codecs, compute dtype, the views the
     compiled path takes, and the signature of tensors that can share a compiled graph."""
@@ -143,7 +148,7 @@ class Plan:
         ]
 
     def _signature(self, view: torch.Tensor, shaped: bool) -> tuple | None:
-        if type(self.p) is not torch.Tensor or self.p.numel() < 2 or not view.is_contiguous():
+        if type(self.p) not in _PLAIN_TYPES or self.p.numel() < 2 or not view.is_contiguous():
             return None  # DTensors and other subclasses, sizes 0/1 (Dynamo specialises them)
         if not all(t.is_contiguous() for t in self.stored.values()):
             return None
@@ -179,8 +184,9 @@ class Plan:
         self.state_views[at] = flat if self.flat else self.stored[name]
 
     def grad_view(self, grad: torch.Tensor) -> torch.Tensor:
-        """The gradient as the compiled graph takes it (1-D unless the rule reads shapes)."""
-        return grad.reshape(-1) if self.flat else grad
+        """The gradient as the compiled graph takes it: 1-D unless the rule reads shapes, and
+        always contiguous (a graph is called directly on the strides it was checked on)."""
+        return grad.reshape(-1) if self.flat else grad.contiguous()
 
     def mergeable(self) -> bool:
         """Whether this tensor may be concatenated with others of its signature: every stored
