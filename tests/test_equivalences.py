@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from helpers import assert_close_lists, grad_stream, make_params, run
 
@@ -97,3 +98,18 @@ def test_sadam_first_step_matches_the_exact_softplus_formula() -> None:
         - 0.1 * torch.tensor([0.5, 3.0], dtype=torch.float64) / sp
     )
     torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("beta", [50.0, 0.5])
+def test_softplus_is_within_two_ulp_in_float32_in_both_forms(beta: float) -> None:
+    # The eager form (torch's kernel, β a number) and the compiled form (β a 0-d tensor,
+    # log(1 + e) for log1p(e)) against float64, from x = 0 to far past the threshold.
+    from adamkit.parts.softplus import softplus
+
+    x = torch.cat([torch.zeros(1), torch.logspace(-12, 3, 4001)]) / beta
+    x64 = x.double()
+    exact = x64 + torch.log1p(torch.exp(-beta * x64)) / beta
+    ulp = torch.finfo(torch.float32).eps * exact.abs()
+    for out in (softplus(x, beta), softplus(x, torch.tensor(beta))):
+        assert out.dtype == torch.float32
+        assert ((out.double() - exact).abs() <= 2 * ulp).all()

@@ -17,7 +17,9 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
 
     A new tensor. With β a Python number (eager) this is torch's softplus kernel (one pass for
     both transcendental functions); a traced β (a 0-d tensor) takes the second form, which the
-    compiler fuses.
+    compiler fuses. There log1p(e) is taken as log(1 + e): e = e^{−βx} ∈ (0, 1], so rounding
+    1 + e costs at most half an ulp of 1 in absolute terms, under 1.5 ulp of sp_β(x) ≥ ln2/β;
+    inductor's vectorized log1p costs twice the time of the whole Adam pass, log a third.
     """
     if isinstance(beta, (int, float)):
         # The kernel evaluates e^{βx} in every lane; above the threshold it returns x, but an
@@ -26,7 +28,7 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
         clipped = x.clamp(max=EXACT_THRESHOLD / beta)
         out = F.softplus(clipped, beta=beta, threshold=EXACT_THRESHOLD)
         return torch.maximum(out, x, out=out)
-    return x + torch.exp(x * -beta).log1p_().div_(beta)
+    return x + torch.exp(x * -beta).add_(1.0).log_().div_(beta)
 
 
 def softplus_times(x: torch.Tensor, c: Any, beta: Any) -> torch.Tensor:
