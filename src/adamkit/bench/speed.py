@@ -67,6 +67,16 @@ def bandwidth_gbs(numel: int = 25_000_000, repeats: int = 9) -> float:
     return 12 * numel / statistics.median(times) / 1e9
 
 
+def compiler_startup_seconds() -> float:
+    """The once-per-process cost of torch.compile's first use (imports, the probe of the CPU's
+    vector instructions, code templates), paid by whichever optimizer steps first; measured on
+    a one-line function so that each optimizer's first step shows its own compile alone."""
+    x = torch.ones(8)
+    start = time.perf_counter()
+    torch.compile(lambda t: t * 2 + 1, dynamic=True)(x)
+    return time.perf_counter() - start
+
+
 def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
     """Read parameter and gradient, read and write every state tensor, write the parameter."""
     state = sum(
@@ -217,7 +227,13 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"torch {results['torch']}, {results['threads']} threads, {results['cpu']}; "
         f"measured bandwidth {results['bandwidth_gbs']:.1f} GB/s; medians of {results['repeats']} "
-        "interleaved steps against fused AdamW.",
+        "interleaved steps against fused AdamW. "
+        + (
+            f"torch.compile's start-up, once per process before the first step: "
+            f"{results['compiler_startup_s']:.2f} s."
+            if results.get("compiler_startup_s") is not None
+            else ""
+        ),
         "",
         "| set | optimizer | step ms | ratio to fused AdamW | ratio to foreach AdamW "
         "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s |",
@@ -252,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bandwidth = bandwidth_gbs()
     print(f"memory bandwidth (in-place add, float32): {bandwidth:.1f} GB/s")
+    startup = compiler_startup_seconds() if args.backend != "eager" else None
+    if startup is not None:
+        print(f"torch.compile start-up (once per process): {startup:.2f} s")
     rows: list[dict[str, Any]] = []
     for s in sets:
         rows += measure_set(
@@ -265,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "backend": args.backend,
         "state_dtype": args.state_dtype,
+        "compiler_startup_s": startup,
         "rows": rows,
     }
     (args.out / "speed.json").write_text(json.dumps(results, indent=2))
