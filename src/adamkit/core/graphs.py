@@ -158,8 +158,13 @@ class Configuration:
         """Call through Dynamo (which checks, and compiles if need be); the graph that served."""
         self.served = None
         # Without duck sizing every dimension gets its own symbol, so a graph traced on the
-        # dummies (all sizes distinct) is not re-traced when real tensors share sizes.
-        with fx_config.patch(use_duck_shape=False):
+        # dummies (all sizes distinct) is not re-traced when real tensors share sizes. Python
+        # floats (constants of the rules, such as a default argument's 1.0) are compiled in,
+        # not lifted to graph inputs: the step's numbers come as tensors already.
+        with (
+            fx_config.patch(use_duck_shape=False),
+            torch._dynamo.config.patch(specialize_float=True),
+        ):
             self.dynamo(tensors, scalars, indices)
         return self.served
 
