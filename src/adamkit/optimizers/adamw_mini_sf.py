@@ -117,7 +117,7 @@ class AdamWMiniSF(AdamkitOptimizer):
         s["grad_norm_ema"] = torch.where(finite, ema, ema_prev)
         # A skipped step (non-finite ‖g‖) runs the same in-place passes with g replaced by 0 and
         # rates 0, which leave m, v and θ as they were; no full-size select is needed.
-        x = torch.mul(g, finite.to(g.dtype)).nan_to_num_(nan=0.0)  # g, or 0 (inf·0 is NaN)
+        x = torch.where(finite, g, 0.0)  # g, or 0
         m = s["exp_avg"].lerp_(x, _gate(finite, 1 - k["beta1"], 0.0, g))
         v = s["exp_avg_sq"].lerp_(x.square_(), _gate(finite, 1 - k["beta2"], 0.0, g))
         if k["legacy_fp32_denominator"]:
