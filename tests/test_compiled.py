@@ -365,3 +365,38 @@ def test_shaped_rules_take_gradients_of_any_strides() -> None:
 
     for a, b in zip(run("compiled"), run("eager"), strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_calls_with_huge_tensors_recompute_instead_of_keeping_temporaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # LAMB keeps its direction u between the norm's pass and the update's, except in calls
+    # with tensors above LARGE_NUMEL (lowered here), where it is recomputed: no temporary,
+    # and the same values as the eager path.
+    from adamkit.bench.speed import peak_step_bytes
+
+    def peak(large_numel: int) -> float:
+        monkeypatch.setattr(compiled, "LARGE_NUMEL", large_numel)
+        params = make_params(torch.float32, ((300, 250),))
+        opt = adamkit.LAMB(params, backend="compiled", weight_decay=0.01)
+        params[0].grad = torch.randn(300, 250)
+        opt.step()
+        assert calls(opt)[0].recompute == (large_numel < 300 * 250)
+        return peak_step_bytes(opt.step) / (300 * 250)
+
+    assert peak(1 << 23) >= 4.0  # kept: a float32 temporary the size of the tensor
+    assert peak(1000) < 1.0
+
+    def run(backend: str) -> list[torch.Tensor]:
+        params = make_params(torch.float64, ((300, 250), (40, 30), (7,)))
+        opt = adamkit.LAMB(params, backend=backend, weight_decay=0.01)
+        grads = grad_stream(params)
+        for i in range(3):
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g.clone()
+            opt.step()
+        return params
+
+    for a, b in zip(run("compiled"), run("eager"), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)

@@ -42,6 +42,10 @@ from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "4"))
 REDUCING_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "2"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
+# Above this many elements a temporary of the tensor's size is above glibc's largest mmap
+# threshold (32 MB in float32), so it would be fresh pages (page faults) on every step: calls
+# with such tensors recompute intermediates rather than keep them (``k["recompute"]``).
+LARGE_NUMEL = 1 << 23
 
 
 def split_scalars(k: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -105,6 +109,7 @@ class _Call:
     changed), then straight to the graph that served it (see :mod:`adamkit.core.graphs`)."""
 
     indices: torch.Tensor
+    recompute = False
     config: Configuration | None = None
     graph: Graph | None = None
 
@@ -123,6 +128,7 @@ class Chunk(_Call):
 
     def __init__(self, plans: list[Plan], dummies: list[Plan]) -> None:
         self.plans = plans
+        self.recompute = any(plan.p.numel() > LARGE_NUMEL for plan in plans)
         self.tensors: list[torch.Tensor | None] = []
         self.grad_at: list[int] = []
         for plan in plans:
@@ -160,6 +166,7 @@ class Merged(_Call):
     def __init__(self, plans: list[Plan], dummies: list[Plan], segmented: bool = False) -> None:
         self.plans = plans
         self.kind = "segmented" if segmented else "chunk"
+        self.recompute = segmented  # a kept temporary would be as large as all of them
         self.params = [plan.p for plan in plans]
         self.complex = any(p.is_complex() for p in self.params)
         first = plans[0]
@@ -227,7 +234,9 @@ class Bucket:
         else:
             small = []
         merged = set(map(id, small))
+        # huge tensors last, so that they share calls (which recompute) with few others
         large = [p for p in plans if id(p) not in merged]
+        large.sort(key=lambda plan: plan.p.numel() > LARGE_NUMEL)
         size = len(dummies)
         for start in range(0, len(large), size):
             self.calls.append(Chunk(large[start : start + size], dummies))
@@ -286,7 +295,7 @@ class CompiledPath:
             if not bucket.calls:
                 leftover.extend(bucket.plans)
             for call in bucket.calls:
-                config = self._configuration(opt, first, call.kind, static, numbers, scalars[place])
+                config = self._configuration(opt, first, call, static, numbers, scalars[place])
                 if config is None:
                     leftover.extend(call.plans)
                 else:
@@ -297,11 +306,12 @@ class CompiledPath:
         self,
         opt: Any,
         first: Plan,
-        kind: str,
+        call: Call,
         static: dict[str, Any],
         numbers: tuple[tuple, tuple[str, ...], tuple[str, ...]],
         scalars: Any,
     ) -> Configuration | None:
+        kind = call.kind
         trial = self.trials.get((first.signature, kind))
         if trial is None:
             return None
@@ -309,7 +319,7 @@ class CompiledPath:
             "RULE": opt.rule,
             "CODECS": first.codecs,
             "PCODEC": first.pcodec,
-            "STATIC": static,
+            "STATIC": {**static, "recompute": call.recompute},
             "FLOAT_NAMES": numbers[1],
             "INT_NAMES": numbers[2],
             "SLOT_NAMES": first.slot_names,
@@ -317,7 +327,7 @@ class CompiledPath:
             "EXACT": first.exact,
             "SEGMENTED": kind == "segmented",
         }
-        key = (type(opt), first.signature, kind, *numbers)
+        key = (type(opt), first.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
 
     def dummies(self, opt: Any, like: Plan, hyper: Any, merge: str | None) -> list[Plan] | None:

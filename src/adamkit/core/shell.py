@@ -18,6 +18,9 @@ The rule contract::
   ``beta2``, ...), ``t`` (this parameter's 1-based step), ``lr``, the decay factor ``decay`` (κ in
   θ·(1 − κ)) with ``decay_active``, plus what the optimizer's ``scalars`` adds (bias corrections,
   schedules). Numbers in ``k`` may be Python floats or 0-d tensors; bools and strings are static.
+  On the compiled path ``k["recompute"]`` is True where an intermediate used twice should be
+  computed twice rather than kept (merged small tensors, and tensors so large that a kept
+  temporary is fresh memory every step); rules that keep one (LAMB's direction) may read it.
 
 A step first checks everything (hyperparameters, gradients) and only then changes state, so a
 refused step leaves parameters and state exactly as they were.

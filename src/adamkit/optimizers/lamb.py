@@ -49,7 +49,17 @@ class LAMB(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        u = adam_direction(m, v, k)
-        if k["weight_decay_mode"] == "trust_ratio":
-            add_scaled_(u, p, k["weight_decay"])
-        return descend(p, u, k, trust_ratio(p, u, k["trust_clamp"]))
+
+        def direction() -> Tensor:
+            u = adam_direction(m, v, k)
+            if k["weight_decay_mode"] == "trust_ratio":
+                add_scaled_(u, p, k["weight_decay"])
+            return u
+
+        u = direction()
+        ratio = trust_ratio(p, u, k["trust_clamp"])
+        if k.get("recompute", False):
+            # Compiled: inductor then fuses u into the norm's pass and the update's instead of
+            # keeping a full-size temporary (same bytes moved, one more sqrt and division).
+            u = direction()
+        return descend(p, u, k, ratio)
