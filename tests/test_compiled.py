@@ -142,6 +142,17 @@ MERGEABLE = [
 ]
 
 
+def _has_scalar_state(name: str) -> bool:
+    p = torch.ones(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    opt = adamkit.create(name, [p], backend="eager")
+    opt.step()
+    return any(torch.is_tensor(v) and v.ndim == 0 for v in opt.state[p].values())
+
+
+SCALAR_STATE = [n for n in MERGEABLE if _has_scalar_state(n)]
+
+
 @pytest.mark.parametrize("name", MERGEABLE)
 def test_merge_declarations_hold(name: str) -> None:
     # An optimizer that declares its rule element-wise (on every tensor, or on vectors), or
@@ -149,6 +160,8 @@ def test_merge_declarations_hold(name: str) -> None:
     # the compiled path: stepping two tensors must equal stepping their concatenation (with
     # the reductions segmented).
     cls = adamkit.optimizer_class(name)
+    if name in SCALAR_STATE:
+        pytest.skip("per-tensor 0-d state: checked on the compiled path by the test below")
     vectors_only = not (cls.elementwise or cls.segmentable)
     a, b = make_params(torch.float64, ((15,), (8,)) if vectors_only else ((5, 3), (8,)))
     joined = torch.cat([a.detach().view(-1), b.detach().view(-1)]).requires_grad_()
@@ -156,7 +169,9 @@ def test_merge_declarations_hold(name: str) -> None:
     separate = adamkit.create(name, [a, b], backend="eager", **hyper)
     together = adamkit.create(name, [joined], backend="eager", **hyper)
     ids = torch.tensor([0] * 15 + [1] * 8)
-    segments = reduce.Segments(ids, torch.tensor([15.0, 8.0], dtype=torch.float64))
+    segments = reduce.Segments(
+        ids, torch.tensor([15.0, 8.0], dtype=torch.float64), torch.tensor([0, 15])
+    )
     grads = grad_stream([joined])
     for i in range(4):
         g = grads(i)[0] * torch.linspace(0.1, 3.0, joined.numel(), dtype=torch.float64)
@@ -184,7 +199,8 @@ def test_merge_declarations() -> None:
     assert {"lamb", "um", "b_adam"} <= set(MERGEABLE)
     assert {"stable_adam", "adam_awd", "adam_gc"} <= set(MERGEABLE)
     assert not adamkit.optimizer_class("adam_gc").elementwise  # own rule, not re-declared
-    assert not adamkit.optimizer_class("adamw_mini_sf").segmentable
+    assert not adamkit.optimizer_class("adam_mini").segmentable
+    assert {"adamw_mini_sf", "ref_adamw_mini_sf"} <= set(SCALAR_STATE)
 
 
 def stepped(backend: str, steps: int, **hyper: object) -> tuple[list[torch.Tensor], object]:
@@ -400,3 +416,32 @@ def test_calls_with_huge_tensors_recompute_instead_of_keeping_temporaries(
 
     for a, b in zip(run("compiled"), run("eager"), strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCALAR_STATE)
+def test_merged_tensors_keep_their_scalar_state_per_tensor(name: str) -> None:
+    # A segmentable rule with a 0-d state (AdamW-mini-SF's ‖g‖ EMA) is merged with one value
+    # per tensor; a skipped tensor (non-finite ‖g‖) keeps its own. Equal to eager, per tensor.
+    def run(backend: str) -> tuple[list[torch.Tensor], object]:
+        params = make_params(torch.float64, ((5, 3), (8,), (4, 4)))
+        opt = adamkit.create(name, params, backend=backend)
+        grads = grad_stream(params)
+        for i in range(4):
+            for j, (p, g) in enumerate(zip(params, grads(i), strict=True)):
+                p.grad = g * (j + 1.0)
+            if i == 2:
+                params[1].grad[0] = torch.inf
+            opt.step()
+        return params, opt
+
+    merged, opt = run("compiled")
+    assert any(isinstance(c, compiled.Merged) for c in calls(opt))
+    eager, reference = run("eager")
+    for p, e in zip(merged, eager, strict=True):
+        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-12, atol=1e-14)
+        for key, value in reference.state[e].items():  # type: ignore[attr-defined]
+            if torch.is_tensor(value):
+                mine = opt.state[p][key]  # type: ignore[attr-defined]
+                assert mine.shape == value.shape
+                torch.testing.assert_close(mine, value, rtol=1e-12, atol=1e-14)

@@ -177,8 +177,12 @@ class Merged(_Call):
         self.tensors: list[torch.Tensor] = []
         for j, name in enumerate(names):
             column = [plan.state_views[j] for plan in plans]
-            buffer = torch.empty(sum(sizes), dtype=column[0].dtype, device=device)
-            views = list(buffer.split(sizes))
+            if column[0].ndim == 0:  # a per-tensor statistic: one value per segment
+                buffer = torch.empty(len(plans), dtype=column[0].dtype, device=device)
+                views = list(buffer.unbind())
+            else:
+                buffer = torch.empty(sum(sizes), dtype=column[0].dtype, device=device)
+                views = list(buffer.split(sizes))
             if j >= len(first.slot_names) and name not in first.slot:
                 torch._foreach_copy_(views, column)
                 for plan, view in zip(plans, views, strict=True):
@@ -195,7 +199,8 @@ class Merged(_Call):
         if segmented:
             counts = torch.tensor(sizes, device=device)
             ids = torch.repeat_interleave(torch.arange(len(sizes), device=device), counts)
-            self.tensors += [ids, counts.to(first.exact)]
+            starts = counts.cumsum(0) - counts
+            self.tensors += [ids, counts.to(first.exact), starts]
             dummies = []
         for dummy in dummies[1:]:
             self.tensors += _job(dummy)
@@ -266,7 +271,8 @@ class Arrangement:
         self.buckets = []
         for bucket in by_signature.values():
             kind = merge_kind(opt, bucket[0].slot["param"].ndim)
-            merge = kind if kind and all(p.mergeable() for p in bucket) else None
+            scalars = kind == "segmented"
+            merge = kind if kind and all(p.mergeable(scalars) for p in bucket) else None
             self.buckets.append(Bucket(bucket, path.dummies(opt, bucket[0], hyper, merge), merge))
 
 
@@ -326,6 +332,7 @@ class CompiledPath:
             "STATE_NAMES": first.state_names,
             "EXACT": first.exact,
             "SEGMENTED": kind == "segmented",
+            "SCALAR_NAMES": first.scalar_names if kind == "segmented" else (),
         }
         key = (type(opt), first.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))

@@ -35,10 +35,13 @@ def update_one(
     index: Any,
     exact: torch.dtype,
     segments: Segments | None = None,
+    scalars: tuple[str, ...] = (),
 ) -> None:
     """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths.
 
-    ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment.
+    ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment;
+    its per-tensor 0-d state, ``scalars``, is then stored one value per segment, which the rule
+    sees spread per element and which is read back from each segment's first element.
     """
     pc = pcodec.load(slot, "param", exact)
     g = prepare_grad(grad, pc, k)
@@ -46,11 +49,15 @@ def update_one(
     if segments is None:
         new_p = rule(pc, g, s, k)
     else:
+        for name in scalars:
+            s[name] = s[name][segments.ids]
         reduce.ACTIVE.append(segments)
         try:
             new_p = rule(pc, g, s, k)
         finally:
             reduce.ACTIVE.pop()
+        for name in scalars:
+            s[name] = s[name][segments.starts]
     seed, t = k["rounding_seed"], k["t"]
     for position, (name, codec) in enumerate(codecs.items()):
         key = stream_key(seed, index, position, t) if codec.random else 0
@@ -188,15 +195,22 @@ class Plan:
         always contiguous (a graph is called directly on the strides it was checked on)."""
         return grad.reshape(-1) if self.flat else grad.contiguous()
 
-    def mergeable(self) -> bool:
+    def mergeable(self, scalars: bool = False) -> bool:
         """Whether this tensor may be concatenated with others of its signature: every stored
-        tensor has the parameter's shape and is stored element by element. (The rule must be
-        element-wise too; the optimizer declares that.)"""
+        tensor has the parameter's shape (or, with ``scalars``, is 0-d: a per-tensor statistic
+        that a segmented merge keeps per segment) and is stored element by element. (The rule
+        must allow it too; the optimizer declares that.)"""
         shape = self.slot["param"].shape
         return (
             self.signature is not None
             and (self.flat or len(shape) == 1)
             and self.pcodec.elementwise
             and all(codec.elementwise for codec in self.codecs.values())
-            and all(t.shape == shape for t in (*self.slot.values(), *self.stored.values()))
+            and all(t.shape == shape for t in self.slot.values())
+            and all(t.shape == shape or (scalars and t.ndim == 0) for t in self.stored.values())
         )
+
+    @property
+    def scalar_names(self) -> tuple[str, ...]:
+        """The names of the 0-d state tensors (per-tensor statistics)."""
+        return tuple(n for n in self.state_names if self.stored[n].ndim == 0)

@@ -45,12 +45,12 @@ _SOURCE = re.compile(
 
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
-    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED.
+    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, SCALAR_NAMES.
     floats, ints = scalars
     segments = None
     if SEGMENTED:  # noqa: F821
-        segments = Segments(tensors[-2], tensors[-1])
-        tensors = tensors[:-2]
+        segments = Segments(tensors[-3], tensors[-2], tensors[-1])
+        tensors = tensors[:-3]
     k = dict(STATIC)  # noqa: F821
     for i, name in enumerate(FLOAT_NAMES):  # noqa: F821
         k[name] = floats[i]
@@ -76,6 +76,7 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
             indices[i],
             EXACT,  # noqa: F821
             segments if i == 0 else None,
+            SCALAR_NAMES,  # noqa: F821
         )
 
 

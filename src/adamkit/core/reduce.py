@@ -21,10 +21,12 @@ import torch
 
 class Segments(NamedTuple):
     """The tensors concatenated in a flat buffer: ``ids`` (int64, one per element) is the index
-    of each element's tensor; ``sizes`` (compute dtype, one per tensor) their element counts."""
+    of each element's tensor; ``sizes`` (compute dtype, one per tensor) their element counts;
+    ``starts`` (int64, one per tensor) the index of each tensor's first element."""
 
     ids: torch.Tensor
     sizes: torch.Tensor
+    starts: torch.Tensor
 
 
 ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by update_one)

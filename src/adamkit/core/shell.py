@@ -115,6 +115,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     elementwise: ClassVar[bool] = False
     # The rule couples elements only through the per-tensor reductions of core.reduce (norm,
     # rms, mean_abs), so concatenated tensors can be stepped with those reductions segmented.
+    # Its 0-d state (a per-tensor statistic) then reaches it spread per element, like those
+    # reductions' results, and is read back from each tensor's first element.
     segmentable: ClassVar[bool] = False
     # On 1-D tensors the rule is element-wise (per-channel statistics of a vector are per element,
     # a centralization of a vector is skipped): small vectors may be concatenated.

@@ -83,6 +83,7 @@ class AdamWMiniSF(AdamkitOptimizer):
     """
 
     name = "adamw_mini_sf"
+    segmentable = True
     hypers = MINI_SF_HYPERS
     buffers = (
         Buffer("exp_avg"),
