@@ -40,13 +40,7 @@ import torch
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.codecs import Plain
-from adamkit.core.compiled import (
-    CompiledPath,
-    GroupProgram,
-    Stage,
-    compiler_available,
-    worth_compiling,
-)
+from adamkit.core.compiled import CompiledPath, compiler_available, worth_compiling
 from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import (
@@ -60,6 +54,7 @@ from adamkit.core.precision import (
     param_codec,
     stored_codec,
 )
+from adamkit.core.program import GroupProgram, Stage
 from adamkit.core.rounding import stream_key
 
 Scalars = dict[str, Any]

@@ -1,0 +1,82 @@
+"""A group's compiled work kept from step to step: one :class:`Stage` per step value, reused by
+:class:`GroupProgram` while the group still fits it."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from adamkit.core.compiled import Arrangement
+from adamkit.core.execute import Plan
+
+
+class Stage:
+    """The parameters of a group that take step ``t`` next, arranged for the compiled path."""
+
+    __slots__ = ("plans", "t", "work")
+
+    def __init__(self, t: int, plans: list[Plan], work: Arrangement) -> None:
+        self.t, self.plans, self.work = t, plans, work
+
+
+class GroupProgram:
+    """A group's arranged compiled work, reused from step to step while it still fits: the
+    same parameters with gradients, the same parameter storage, the same state dicts and state
+    tensors, each at the step it was left at, under the same rounding policy and parameter
+    numbering. Parameters at different steps (say, one that skipped steps) form one
+    :class:`Stage` per step."""
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        active: list[torch.Tensor],
+        states: list[dict[str, Any]],
+        stages: list[Stage],
+        roundings: tuple[str, str],
+        offset: int,
+    ) -> None:
+        self.params, self.active, self.states, self.stages = list(params), active, states, stages
+        self.roundings, self.offset = roundings, offset
+        self.pointers = [p.data_ptr() for p in active]
+        self.stored = [
+            (plan.state, n, t)
+            for stage in stages
+            for plan in stage.plans
+            for n, t in plan.stored.items()
+        ]
+        self.steps = [st["step"] for st in states]
+
+    def fits(
+        self,
+        params: Sequence[torch.Tensor],
+        active: list[torch.Tensor],
+        state: Mapping[torch.Tensor, Any],
+        roundings: tuple[str, str],
+        offset: int,
+    ) -> bool:
+        return (
+            offset == self.offset
+            and roundings == self.roundings
+            and _same_objects(params, self.params)
+            and _same_objects(active, self.active)
+            and _same_objects(map(state.get, active), self.states)
+            and [p.data_ptr() for p in active] == self.pointers
+            and all(st.get(name) is t for st, name, t in self.stored)
+            and [st["step"] for st in self.states] == self.steps
+        )
+
+    def advance(self) -> None:
+        """Record that every stage took its step."""
+        for stage in self.stages:
+            for plan in stage.plans:
+                plan.state["step"] = stage.t
+            stage.t += 1
+        self.steps = [st["step"] for st in self.states]
+
+
+def _same_objects(a: Any, b: Sequence[Any]) -> bool:
+    a = list(a)
+    return len(a) == len(b) and all(map(operator.is_, a, b))
