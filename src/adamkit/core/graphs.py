@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import types
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -132,7 +133,9 @@ class Configuration:
     """The compiled chunk function of one configuration, and the graphs inductor made of it."""
 
     def __init__(self, number: int, bindings: dict[str, Any]) -> None:
-        self.served: Graph | None = None
+        # which graph served the last call through Dynamo, per thread (optimizers of one
+        # configuration may step in several threads)
+        self.last = threading.local()
         self.dynamo = torch.compile(
             _configured(number, bindings), backend=self.capture, dynamic=True, fullgraph=True
         )
@@ -148,7 +151,7 @@ class Configuration:
         graph = Graph(compiled, reader) if reader is not None else None
 
         def serve(*args: Any) -> Any:
-            self.served = graph
+            self.last.served = graph
             return compiled(*args)
 
         return serve
@@ -157,7 +160,7 @@ class Configuration:
         self, tensors: list[torch.Tensor], scalars: Any, indices: torch.Tensor
     ) -> Graph | None:
         """Call through Dynamo (which checks, and compiles if need be); the graph that served."""
-        self.served = None
+        self.last.served = None
         # Without duck sizing every dimension gets its own symbol, so a graph traced on the
         # dummies (all sizes distinct) is not re-traced when real tensors share sizes. Python
         # floats (constants of the rules, such as a default argument's 1.0) are compiled in,
@@ -167,7 +170,7 @@ class Configuration:
             torch._dynamo.config.patch(specialize_float=True),
         ):
             self.dynamo(tensors, scalars, indices)
-        return self.served
+        return self.last.served
 
 
 class Configurations:
