@@ -147,7 +147,7 @@ def _has_scalar_state(name: str) -> bool:
     p.grad = torch.ones(3)
     opt = adamkit.create(name, [p], backend="eager")
     opt.step()
-    return any(torch.is_tensor(v) and v.ndim == 0 for v in opt.state[p].values())
+    return any(torch.is_tensor(v) and v.numel() == 1 for v in opt.state[p].values())
 
 
 SCALAR_STATE = [n for n in MERGEABLE if _has_scalar_state(n)]
@@ -159,7 +159,7 @@ def test_merge_declarations_hold(name: str) -> None:
     # coupled only through per-tensor reductions, may have its small tensors concatenated by
     # the compiled path: stepping two tensors must equal stepping their concatenation (with
     # the reductions segmented).
-    # (Optimizers with per-tensor 0-d state are checked on the compiled path instead, by
+    # (Optimizers with one-element state are checked on the compiled path instead, by
     # test_merged_tensors_keep_their_scalar_state_per_tensor: a joined tensor has one EMA.)
     cls = adamkit.optimizer_class(name)
     vectors_only = not (cls.elementwise or cls.segmentable)
@@ -199,8 +199,8 @@ def test_merge_declarations() -> None:
     assert {"lamb", "um", "b_adam"} <= set(MERGEABLE)
     assert {"stable_adam", "adam_awd", "adam_gc"} <= set(MERGEABLE)
     assert not adamkit.optimizer_class("adam_gc").elementwise  # own rule, not re-declared
-    assert not adamkit.optimizer_class("adam_mini").segmentable
-    assert {"adamw_mini_sf", "ref_adamw_mini_sf"} <= set(SCALAR_STATE)
+    assert not adamkit.optimizer_class("adam_gc").segmentable
+    assert {"adamw_mini_sf", "ref_adamw_mini_sf", "adam_mini"} <= set(SCALAR_STATE)
 
 
 def stepped(backend: str, steps: int, **hyper: object) -> tuple[list[torch.Tensor], object]:
@@ -421,16 +421,21 @@ def test_calls_with_huge_tensors_recompute_instead_of_keeping_temporaries(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SCALAR_STATE)
 def test_merged_tensors_keep_their_scalar_state_per_tensor(name: str) -> None:
-    # A segmentable rule with a 0-d state (AdamW-mini-SF's ‖g‖ EMA) is merged with one value
-    # per tensor; a skipped tensor (non-finite ‖g‖) keeps its own. Equal to eager, per tensor.
+    # A segmentable rule with one-element state (AdamW-mini-SF's ‖g‖ EMA, Adam-mini's one-block v)
+    # is merged with one value per tensor; a tensor AdamW-mini-SF skips (non-finite ‖g‖) keeps
+    # its own. Equal to eager, per tensor, state included.
+    shaped = adamkit.optimizer_class(name).shaped  # merges vectors only
+
     def run(backend: str) -> tuple[list[torch.Tensor], object]:
-        params = make_params(torch.float64, ((5, 3), (8,), (4, 4)))
+        params = make_params(
+            torch.float64, ((15,), (8,), (6,)) if shaped else ((5, 3), (8,), (4, 4))
+        )
         opt = adamkit.create(name, params, backend=backend)
         grads = grad_stream(params)
         for i in range(4):
             for j, (p, g) in enumerate(zip(params, grads(i), strict=True)):
                 p.grad = g * (j + 1.0)
-            if i == 2:
+            if i == 2 and name.endswith("mini_sf"):  # a skipped step (non-finite ‖g‖)
                 params[1].grad[0] = torch.inf
             opt.step()
         return params, opt
@@ -438,10 +443,11 @@ def test_merged_tensors_keep_their_scalar_state_per_tensor(name: str) -> None:
     merged, opt = run("compiled")
     assert any(isinstance(c, compiled.Merged) for c in calls(opt))
     eager, reference = run("eager")
+    close = {"rtol": 1e-12, "atol": 1e-14}
     for p, e in zip(merged, eager, strict=True):
-        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(p.detach(), e.detach(), **close)
         for key, value in reference.state[e].items():  # type: ignore[attr-defined]
             if torch.is_tensor(value):
                 mine = opt.state[p][key]  # type: ignore[attr-defined]
                 assert mine.shape == value.shape
-                torch.testing.assert_close(mine, value, rtol=1e-12, atol=1e-14)
+                torch.testing.assert_close(mine, value, **close)

@@ -176,9 +176,9 @@ class Merged(_Call):
         self.tensors: list[torch.Tensor] = []
         for j, name in enumerate(names):
             column = [plan.state_views[j] for plan in plans]
-            if column[0].ndim == 0:  # a per-tensor statistic: one value per segment
+            if name in first.scalar_names:  # a per-tensor statistic: one value per segment
                 buffer = torch.empty(len(plans), dtype=column[0].dtype, device=device)
-                views = list(buffer.unbind())
+                views = [buffer[i : i + 1].view(column[0].shape) for i in range(len(plans))]
             else:
                 buffer = torch.empty(sum(sizes), dtype=column[0].dtype, device=device)
                 views = list(buffer.split(sizes))
@@ -324,7 +324,11 @@ class CompiledPath:
             "RULE": opt.rule,
             "CODECS": first.codecs,
             "PCODEC": first.pcodec,
-            "STATIC": {**static, "recompute": call.recompute},
+            "STATIC": {
+                **static,
+                "recompute": call.recompute,
+                "spread": first.scalar_names if kind == "segmented" else (),
+            },
             "FLOAT_NAMES": numbers[1],
             "INT_NAMES": numbers[2],
             "SLOT_NAMES": first.slot_names,

@@ -40,8 +40,8 @@ def update_one(
     """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths.
 
     ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment;
-    its per-tensor 0-d state, ``scalars``, is then stored one value per segment, which the rule
-    sees spread per element and which is read back from each segment's first element.
+    its per-tensor one-element state, ``scalars``, is then stored one value per segment, which
+    the rule sees spread per element and which is read back from each segment's first element.
     """
     pc = pcodec.load(slot, "param", exact)
     g = prepare_grad(grad, pc, k)
@@ -197,9 +197,9 @@ class Plan:
 
     def mergeable(self, scalars: bool = False) -> bool:
         """Whether this tensor may be concatenated with others of its signature: every stored
-        tensor has the parameter's shape (or, with ``scalars``, is 0-d: a per-tensor statistic
-        that a segmented merge keeps per segment) and is stored element by element. (The rule
-        must allow it too; the optimizer declares that.)"""
+        tensor has the parameter's shape (or, with ``scalars``, one element: a per-tensor
+        statistic that a segmented merge keeps per segment) and is stored element by element.
+        (The rule must allow it too; the optimizer declares that.)"""
         shape = self.slot["param"].shape
         return (
             self.signature is not None
@@ -207,10 +207,11 @@ class Plan:
             and self.pcodec.elementwise
             and all(codec.elementwise for codec in self.codecs.values())
             and all(t.shape == shape for t in self.slot.values())
-            and all(t.shape == shape or (scalars and t.ndim == 0) for t in self.stored.values())
+            and all(t.shape == shape or (scalars and t.numel() == 1) for t in self.stored.values())
         )
 
     @property
     def scalar_names(self) -> tuple[str, ...]:
-        """The names of the 0-d state tensors (per-tensor statistics)."""
-        return tuple(n for n in self.state_names if self.stored[n].ndim == 0)
+        """The names of the one-element state tensors (per-tensor statistics; the parameter
+        has at least two elements)."""
+        return tuple(n for n in self.state_names if self.stored[n].numel() == 1)

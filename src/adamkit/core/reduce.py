@@ -57,6 +57,13 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x) / math.sqrt(max(1, x.numel()))
 
 
+def mean_square(x: torch.Tensor) -> torch.Tensor:
+    """mean(x²) over the whole tensor, as a 0-d tensor (‖x‖₂²/n: no temporary)."""
+    if ACTIVE:
+        return _per_element(_segment_sums(x * x) / ACTIVE[-1].sizes)
+    return torch.linalg.vector_norm(x).square() / max(1, x.numel())
+
+
 def mean_abs(x: torch.Tensor) -> torch.Tensor:
     """mean(|x|) over the whole tensor, as a 0-d tensor (‖x‖₁/n: no temporary)."""
     if ACTIVE:

@@ -21,6 +21,9 @@ The rule contract::
   On the compiled path ``k["recompute"]`` is True where an intermediate used twice should be
   computed twice rather than kept (merged small tensors, and tensors so large that a kept
   temporary is fresh memory every step); rules that keep one (LAMB's direction) may read it.
+  ``k["spread"]`` names the one-element state entries that a segmented merge hands the rule
+  spread per element (so shaped like ``p``); a rule that tells its state's kind by its shape
+  reads it (Adam-mini's one-block v).
 
 A step first checks everything (hyperparameters, gradients) and only then changes state, so a
 refused step leaves parameters and state exactly as they were.
@@ -110,8 +113,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     elementwise: ClassVar[bool] = False
     # The rule couples elements only through the per-tensor reductions of core.reduce (norm,
     # rms, mean_abs), so concatenated tensors can be stepped with those reductions segmented.
-    # Its 0-d state (a per-tensor statistic) then reaches it spread per element, like those
-    # reductions' results, and is read back from each tensor's first element.
+    # Its one-element state (a per-tensor statistic) then reaches it spread per element, like
+    # those reductions' results, and is read back from each tensor's first element.
     segmentable: ClassVar[bool] = False
     # On 1-D tensors the rule is element-wise (per-channel statistics of a vector are per element,
     # a centralization of a vector is skipped): small vectors may be concatenated.

@@ -12,6 +12,7 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import ParamInfo
+from adamkit.core.reduce import mean_square
 from adamkit.core.shell import real_view
 from adamkit.parts.adaptive import adam_direction, add_bias_corrections
 from adamkit.parts.moments import ema_, ema_sq_
@@ -92,6 +93,9 @@ class AdamMini(AdamkitOptimizer):
 
     name = "adam_mini"
     shaped = True
+    # Vectors (the only tensors of a shaped rule the compiled path merges) have element-wise v
+    # or one block: a per-tensor statistic, which merged is spread per element (k["spread"]).
+    segmentable = True
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),
@@ -121,6 +125,9 @@ class AdamMini(AdamkitOptimizer):
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m = ema_(s["exp_avg"], g, k["beta1"])
         v = s["exp_avg_sq"]
+        if "exp_avg_sq" in k.get("spread", ()):  # merged vectors of one block each
+            v = ema_(v, mean_square(g), k["beta2"])
+            return descend(p, adam_direction(m, v, k), k)
         if v.shape == p.shape:
             return descend(p, adam_direction(m, ema_sq_(v, g, k["beta2"]), k), k)
         blocks = v.shape[0]
