@@ -451,3 +451,18 @@ def test_merged_tensors_keep_their_scalar_state_per_tensor(name: str) -> None:
                 mine = opt.state[p][key]  # type: ignore[attr-defined]
                 assert mine.shape == value.shape
                 torch.testing.assert_close(mine, value, **close)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCALAR_STATE)
+def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
+    # Reading the per-segment state back must not keep a per-element copy (4 B per element).
+    from adamkit.bench.speed import peak_step_bytes
+
+    params = make_params(torch.float32, [(4096 + j,) for j in range(20)])
+    opt = adamkit.create(name, params, backend="compiled")
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert any(isinstance(c, compiled.Merged) for c in calls(opt))
+    assert peak_step_bytes(opt.step) < sum(p.numel() for p in params)  # < 1 B per element
