@@ -324,11 +324,7 @@ class CompiledPath:
             "RULE": opt.rule,
             "CODECS": first.codecs,
             "PCODEC": first.pcodec,
-            "STATIC": {
-                **static,
-                "recompute": call.recompute,
-                "spread": first.scalar_names if kind == "segmented" else (),
-            },
+            "STATIC": {**static, "recompute": call.recompute},
             "FLOAT_NAMES": numbers[1],
             "INT_NAMES": numbers[2],
             "SLOT_NAMES": first.slot_names,

@@ -41,7 +41,8 @@ def update_one(
 
     ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment;
     its per-tensor one-element state, ``scalars``, is then stored one value per segment, which
-    the rule sees spread per element and which is read back from each segment's first element.
+    the rule sees spread per element (and named in ``k["spread"]``) and which is read back from
+    each segment's first element.
     """
     pc = pcodec.load(slot, "param", exact)
     g = prepare_grad(grad, pc, k)
@@ -53,7 +54,7 @@ def update_one(
             s[name] = s[name][segments.ids]
         reduce.ACTIVE.append(segments)
         try:
-            new_p = rule(pc, g, s, k)
+            new_p = rule(pc, g, s, {**k, "spread": scalars})
         finally:
             reduce.ACTIVE.pop()
         for name in scalars:
