@@ -172,7 +172,7 @@ class Blockwise8:
         lo, hi = codes[upper - 1], codes[upper]
         fraction = ((normalized - lo) / (hi - lo)).clamp(0, 1)
         if self.rounding == "stochastic":
-            draw = random_bits(normalized, key).to(torch.float32) * (1.0 / 2**32)
+            draw = (random_bits(normalized, key) & 0xFFFFFF).to(torch.float32) * (1.0 / 2**24)
             take_upper = draw < fraction
         else:
             take_upper = fraction >= 0.5

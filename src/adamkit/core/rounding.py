@@ -7,7 +7,9 @@ E[round(x)] = x, so an EMA whose increments are below half an ulp still moves on
 The random bits are a hash of (element index, key): no generator object, so nothing to save
 beyond the key's parts (seed, parameter index, buffer index, step), all of which are already in
 ``state_dict``; resuming from a checkpoint reproduces the same bits, and the bits are the same
-on every device and under ``torch.compile``.
+on every device and under ``torch.compile``. (The compiled path merges small tensors into one
+buffer, whose elements are indexed within it: there those tensors draw other bits than in
+eager mode, equally unbiased.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ _MASK32 = 0xFFFFFFFF
 # Multiplier of a well-mixing 32-bit integer hash (x ^= x >> 16; x *= C; twice). It is below
 # 2^31, so products of 32-bit values stay inside int64 without overflow.
 _MIX = 0x45D9F3B
+# lowbias32's multipliers 0x7FEB352D and 0x846CA68B as int32 values.
+_LANE_MIX = (0x7FEB352D, 0x846CA68B - (1 << 32))
+# Odd weights below 2^31 of stream_key's parts (murmur2's and other well-known multipliers).
+_PART_WEIGHTS = (0x5BD1E995, 0x27D4EB2F, 0x165667B1, 0x61C88647)
 # Mantissa bits dropped from float32 for each target format.
 DROPPED_BITS = {torch.bfloat16: 16, torch.float16: 13}
 
@@ -34,19 +40,50 @@ def mix32(x: torch.Tensor | int) -> torch.Tensor | int:
 
 
 def stream_key(*parts: Any) -> Any:
-    """Combine integers (seed, parameter index, buffer index, step) into one 32-bit key.
+    """Combine up to four integers (seed, parameter index, buffer index, step) into one 32-bit
+    key: a weighted sum of the parts modulo 2^32, hashed once.
 
-    Parts may be Python ints or int64 tensors (the compiled path), with the same result."""
-    key = 0x2545F491
-    for part in parts:
-        key = mix32((key ^ (part & _MASK32)) & _MASK32)
-    return key
+    Parts may be Python ints or int64 tensors (the compiled path), with the same result. One
+    hash, not one per part: inductor inlines the traced key into the element loop, evaluating
+    both operands of each xorshift, so every hash in a chain doubled the expression three more
+    times; four chained hashes took a minute of compile time per configuration."""
+    if len(parts) > len(_PART_WEIGHTS):
+        raise ValueError(f"stream_key takes at most {len(_PART_WEIGHTS)} parts, got {len(parts)}")
+    total = 0x2545F491
+    for weight, part in zip(_PART_WEIGHTS, parts, strict=False):  # fewer parts than weights
+        total = total + (((part & _MASK32) * weight) & _MASK32)
+    return mix32(total & _MASK32)
+
+
+def _as_int32(key: int | torch.Tensor) -> int | torch.Tensor:
+    """A 32-bit key as the int32 value with the same bits."""
+    if isinstance(key, torch.Tensor):
+        return key.to(torch.int32)
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
+def _lanes_mix32(x: torch.Tensor) -> torch.Tensor:
+    """The "lowbias32" integer hash of C. Wellons' hash prospector (two multiply-xorshift
+    rounds, 2018) on int32 lanes: multiplication wraps modulo 2^32 like unsigned arithmetic;
+    the shifts are logical, hence the masks (``>>`` on int32 is arithmetic)."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _LANE_MIX[0]
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _LANE_MIX[1]
+    return x ^ ((x >> 16) & 0xFFFF)
 
 
 def random_bits(like: torch.Tensor, key: int | torch.Tensor) -> torch.Tensor:
-    """32 random bits (an int64 tensor in [0, 2^32)) per element of ``like``, from ``key``."""
-    index = torch.arange(like.numel(), device=like.device, dtype=torch.int64).view(like.shape)
-    return mix32((index ^ key) & _MASK32)
+    """32 random bits per element of ``like`` (an int32 tensor, any bit pattern), from ``key``.
+
+    int32 lanes, not int64: a vector holds twice as many, and AVX2 has no 64-bit multiply. An
+    element's bits depend on its index modulo 2^32 only."""
+    n = like.numel()
+    if n <= 1 << 31:
+        index = torch.arange(n, device=like.device, dtype=torch.int32)
+    else:
+        index = torch.arange(n, device=like.device, dtype=torch.int64).to(torch.int32)
+    return _lanes_mix32(index.view(like.shape) ^ _as_int32(key))
 
 
 def stochastic_round(x: torch.Tensor, dtype: torch.dtype, bits: torch.Tensor) -> torch.Tensor:
@@ -60,6 +97,6 @@ def stochastic_round(x: torch.Tensor, dtype: torch.dtype, bits: torch.Tensor) ->
     dropped = DROPPED_BITS[dtype]
     low = (1 << dropped) - 1
     pattern = x.to(torch.float32).view(torch.int32)
-    noise = (bits & low).to(torch.int32)
+    noise = bits & low
     rounded = ((pattern + noise) & ~low).view(torch.float32)
     return rounded.to(dtype)
