@@ -77,11 +77,15 @@ def test_compiled_low_precision_state_matches_eager(name: str, state_dtype: str)
     compiled, c_opt = trajectory(name, "compiled", torch.float32, state_dtype=state_dtype)
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-3, atol=1e-5)
+    # Merged calls draw rounding bits by position in the merged buffer, so small tensors round
+    # differently than in eager: a state may differ by a few ulps of its largest magnitude,
+    # which stay as a moment decays (m after a sign change).
     for pa, pb in zip(compiled, eager, strict=True):
         for key, value in e_opt.state[pb].items():
             if torch.is_tensor(value) and value.is_floating_point():
-                other = c_opt.state[pa][key].float()
-                torch.testing.assert_close(other, value.float(), rtol=2e-2, atol=1e-3)
+                other, value = c_opt.state[pa][key].float(), value.float()
+                atol = 2**-5 * value.abs().max().item() + 1e-6
+                torch.testing.assert_close(other, value, rtol=2e-2, atol=atol)
 
 
 @pytest.mark.slow
@@ -466,3 +470,57 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
     opt.step()
     assert any(isinstance(c, compiled.Merged) for c in calls(opt))
     assert peak_step_bytes(opt.step) < sum(p.numel() for p in params)  # < 1 B per element
+
+
+def test_codegen_adjustments_apply_to_this_inductor() -> None:
+    # Each adjustment skips itself where inductor lacks what it patches; on the torch that
+    # adamkit pins, all three must be in force while adamkit compiles (and none after).
+    from torch._inductor.codegen import cpp
+
+    from adamkit.core.codegen import adjusted_codegen
+
+    patched = [
+        (cpp.CppScheduling, "can_fuse_vertical_outer_loop"),
+        (cpp.TilingSelect, "select_tiling"),
+        (cpp.CppVecOverrides, "to_dtype_bitcast"),
+    ]
+    before = [vars(owner).get(name) for owner, name in patched]
+    with adjusted_codegen():
+        during = [vars(owner).get(name) for owner, name in patched]
+    after = [vars(owner).get(name) for owner, name in patched]
+    assert all(a is not b for a, b in zip(before, during, strict=True))
+    assert all(a is b for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -> None:
+    # The vector bitcast and the 16-bit tiling change generated code only: a float32 update
+    # and a stochastically rounded 16-bit store in one loop give eager's bits, in the vector
+    # body and in the tail of every size.
+    from torch._inductor.compile_fx import compile_fx
+
+    from adamkit.core.codegen import adjusted_codegen
+    from adamkit.core.rounding import random_bits, stochastic_round, stream_key
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        with adjusted_codegen():
+            return compile_fx(gm, example_inputs)
+
+    def update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> None:
+        new_m = m.float() * 0.9 + g * 0.1
+        p.sub_(new_m * 1e-3)
+        m.copy_(stochastic_round(new_m, dtype, random_bits(new_m, stream_key(7, 3, 0, t))))
+
+    compiled_update = torch.compile(update, backend=backend, dynamic=True, fullgraph=True)
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 15, 16, 33, 100, 4099):
+        g = torch.randn(n, generator=gen) * torch.logspace(-30, 4, n)
+        p, m = torch.randn(n, generator=gen), torch.randn(n, generator=gen).to(dtype)
+        runs = [(p.clone(), m.clone()) for _ in range(2)]
+        for step in range(1, 4):
+            t = torch.tensor(step)
+            update(runs[0][0], g, runs[0][1], t)
+            compiled_update(runs[1][0], g, runs[1][1], t)
+        assert torch.equal(runs[0][0], runs[1][0]), n
+        assert torch.equal(runs[0][1].view(torch.int16), runs[1][1].view(torch.int16)), n

@@ -45,6 +45,10 @@ MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
 # threshold (32 MB in float32), so it would be fresh pages (page faults) on every step: calls
 # with such tensors recompute intermediates rather than keep them (``k["recompute"]``).
 LARGE_NUMEL = 1 << 23
+# The innermost length of stand-ins (plus their index): inductor halves the vector width of a
+# 16-bit loop whose size hint is below one vector (32 bfloat16 lanes with AVX-512), and the
+# stand-ins are what it compiles on.
+STAND_IN_LENGTH = 64
 
 
 def split_scalars(k: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -360,7 +364,9 @@ class CompiledPath:
         view = like.slot["param"]
         out = []
         for j in range(count):
-            shape = (j + 2,) + (2,) * (view.ndim - 1) if opt.shaped else (j + 2,)
+            length = STAND_IN_LENGTH + j
+            leading = ((j + 2,) + (2,) * (view.ndim - 2))[: view.ndim - 1]
+            shape = (*leading, length) if opt.shaped else (length,)
             p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
             p.grad = torch.ones_like(p)
             plan = opt.standalone_plan(p, (1 << 30) + j, hyper, like)

@@ -14,17 +14,17 @@ call that graph directly. That skips Dynamo's guards and frame handling, about 1
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.fx.experimental._config as fx_config
 
+from adamkit.core.codegen import adjusted_codegen
 from adamkit.core.execute import update_one
 from adamkit.core.reduce import Segments
 
@@ -87,26 +87,6 @@ def _configured(number: int, bindings: dict[str, Any]) -> Function:
     return types.FunctionType(code, {**_chunk_body.__globals__, **bindings}, code.co_name)
 
 
-@contextlib.contextmanager
-def _without_outer_loop_fusion() -> Iterator[None]:
-    """Inductor's C++ outer-loop fusion off while compiling: in torch 2.13 it fails with
-    ``KeyError: 'bufN'`` when a per-channel reduction is followed by an in-place update whose
-    result is read again (pytorch/pytorch#196570), which is Adam with gradient centralization
-    on conv weights. Rules gain nothing from it: their reductions are whole-tensor or feed
-    one pass."""
-    try:
-        from torch._inductor.codegen.cpp import CppScheduling
-    except ImportError:  # another inductor layout: nothing to switch off
-        yield
-        return
-    original = CppScheduling.can_fuse_vertical_outer_loop
-    CppScheduling.can_fuse_vertical_outer_loop = lambda self, a, b: False  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        CppScheduling.can_fuse_vertical_outer_loop = original  # type: ignore[method-assign]
-
-
 class Graph:
     """One graph inductor compiled, with the expressions that pick its inputs out of the chunk
     body's arguments."""
@@ -146,7 +126,7 @@ class Configuration:
 
         sources = [n.meta["grapharg"].source.name for n in gm.graph.find_nodes(op="placeholder")]
         reader = _input_reader(sources)
-        with _without_outer_loop_fusion():
+        with adjusted_codegen():
             compiled = compile_fx(gm, example_inputs, config_patches=INDUCTOR_OPTIONS)
         graph = Graph(compiled, reader) if reader is not None else None
 

@@ -1,0 +1,117 @@
+"""Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
+
+Each one patches a method of ``torch._inductor.codegen.cpp`` for the duration of
+:func:`adjusted_codegen` and is skipped where that inductor has no such method: they change how
+fast the generated code runs (or whether it compiles at all), never what it computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+try:
+    from torch._inductor.codegen import cpp as _cpp
+except ImportError:  # pragma: no cover - a torch without inductor's C++ backend
+    _cpp = None
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, replacement: Callable[[Any], Any]) -> Iterator[None]:
+    """``owner.name`` replaced by ``replacement(current)``, restored on exit; nothing done
+    where ``owner`` has no such attribute (another inductor layout)."""
+    current = getattr(owner, name, None)
+    if current is None:
+        yield
+        return
+    own = vars(owner)
+    had, raw = name in own, own.get(name)
+    setattr(owner, name, replacement(current))
+    try:
+        yield
+    finally:
+        if had:
+            setattr(owner, name, raw)
+        else:
+            delattr(owner, name)
+
+
+def _no_outer_loop_fusion(original: Any) -> Any:
+    """Outer-loop fusion off: in torch 2.13 it fails with ``KeyError: 'bufN'`` when a
+    per-channel reduction is followed by an in-place update whose result is read again
+    (pytorch/pytorch#196570), which is Adam with gradient centralization on conv weights.
+    Rules gain nothing from it: their reductions are whole-tensor or feed one pass."""
+    return lambda self, a, b: False
+
+
+def _low_precision_tiling(original: Any) -> Any:
+    """A loop that stores bfloat16/float16 state is tiled at that dtype's vector width.
+
+    Inductor tiles a fused loop at the float32 width (16 lanes with AVX-512) unless *every*
+    node of it touches the same 16-bit dtype, and the parameter's own update touches float32
+    only. Its 16-bit stores are then half-width masked stores, which made bfloat16 state
+    slower than float32 state on AMD Zen 4. Telling the heuristic that the float32 nodes
+    share the loop's 16-bit dtype tiles the loop at 32 lanes: full stores, with float32 values
+    held in pairs of vectors, as inductor does for loops that are all 16-bit."""
+    lowp_of = _cpp.get_loop_body_lowp_fp
+
+    def select_tiling(self: Any, fn_list: Any, var_sizes_list: Any) -> Any:
+        found = {lowp_of(body)[0] for body in _cpp._get_loop_body(fn_list)} - {None}
+        if len(found) != 1:
+            return original(self, fn_list, var_sizes_list)
+        (dtype,) = found
+
+        def shared(body: Any) -> tuple[Any, bool]:
+            lowp, needs_float = lowp_of(body)
+            return lowp or dtype, needs_float
+
+        with _patched(_cpp, "get_loop_body_lowp_fp", lambda _: shared):
+            return original(self, fn_list, var_sizes_list)
+
+    return select_tiling
+
+
+# Types whose bits a vector reinterprets lane for lane: same width, same lanes per vector.
+_SAME_WIDTH = ({torch.float32, torch.int32}, {torch.float64, torch.int64})
+
+
+def _vector_bitcast(original: Any) -> Any:
+    """``x.view(torch.int32)`` of a float32 vector (and back) as one vector reinterpretation.
+
+    Inductor has no vector form of a bitcast: it stores the vector, casts each element in a
+    scalar loop and loads the result, which made stochastic rounding (float32 bits plus
+    random bits) cost more than the whole update. ``at::vec::cast`` reinterprets the bits."""
+    from torch._inductor.codegen.cpp_utils import DTYPE_TO_CPP
+    from torch._inductor.virtualized import V
+
+    def to_dtype_bitcast(x: Any, dtype: torch.dtype, src_dtype: torch.dtype) -> Any:
+        if not any({dtype, src_dtype} <= pair for pair in _SAME_WIDTH):
+            return original(x, dtype, src_dtype)
+        target = DTYPE_TO_CPP[dtype]
+        vectors = V.kernel._get_num_vectors(dtype)
+        if vectors == 1:
+            return f"at::vec::cast<{target}>({x})"
+        return (
+            f"[&]() {{ at::vec::VectorizedN<{target}, {vectors}> out; "
+            f"for (int i = 0; i < {vectors}; i++) out[i] = at::vec::cast<{target}>({x}[i]); "
+            "return out; }()"
+        )
+
+    return staticmethod(to_dtype_bitcast)
+
+
+@contextlib.contextmanager
+def adjusted_codegen() -> Iterator[None]:
+    """Inductor's C++ code generation with adamkit's adjustments (see the module docstring)."""
+    if _cpp is None or not hasattr(_cpp, "_get_loop_body"):
+        yield
+        return
+    with (
+        _patched(_cpp.CppScheduling, "can_fuse_vertical_outer_loop", _no_outer_loop_fusion),
+        _patched(_cpp.TilingSelect, "select_tiling", _low_precision_tiling),
+        _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
+    ):
+        yield
