@@ -52,3 +52,22 @@ def test_speed_writes_a_row_per_optimizer(monkeypatch: pytest.MonkeyPatch, tmp_p
     table = (out / "speed.md").read_text()
     assert "| tiny | ademamix |" in table
     assert results["compiler_startup_s"] is None  # the eager backend compiles nothing
+
+
+def test_low_precision_state_is_timed_against_float32_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(speed.SETS, "tiny", lambda: [("a", (64, 32))])
+    out = tmp_path / "speed"
+    args = ["--optimizers", "adamw", "--sets", "tiny", "--backend", "eager", "--repeats", "2"]
+    assert speed.main([*args, "--state-dtype", "bfloat16", "--out", str(out)]) == 0
+    (row,) = [
+        r for r in json.loads((out / "speed.json").read_text())["rows"] if "[" in r["optimizer"]
+    ]
+    assert row["optimizer"] == "adamw [bfloat16, stochastic]"
+    assert row["bytes_per_param"] == 20.0
+    assert row["ratio_to_float32_state"] > 0
+    assert speed.main([*args, "--out", str(out)]) == 0  # float32 state: no such column
+    rows = json.loads((out / "speed.json").read_text())["rows"]
+    assert all("ratio_to_float32_state" not in r for r in rows)
+    assert "| tiny | adamw |" in (out / "speed.md").read_text()

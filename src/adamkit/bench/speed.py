@@ -6,7 +6,8 @@ and reports medians, so that drifts of the machine hit both alike. The first ste
 includes compiling) is reported separately. For every candidate the table gives the step time,
 its ratio to fused AdamW, the bytes it must move per parameter (read parameter, gradient and
 state, write parameter and state) and the fraction of the measured memory bandwidth that
-implies.
+implies. With ``--state-dtype`` (bfloat16, say) each optimizer is also timed against itself on
+float32 state, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def measure_set(
     set_name: str,
     names: list[str],
     state_dtype: str | None,
+    state_rounding: str,
     backend: str,
     repeats: int,
     bandwidth: float,
@@ -173,17 +175,29 @@ def measure_set(
         log(format_row(row_))
     for name in names:
         params = clone_params(base)
-        hyper: dict[str, Any] = {"backend": backend, "state_dtype": state_dtype}
+        hyper: dict[str, Any] = {
+            "backend": backend,
+            "state_dtype": state_dtype,
+            "state_rounding": state_rounding,
+        }
         opt = adamkit.create(name, params, **hyper)
         start = time.perf_counter()
         opt.step()
         first = time.perf_counter() - start
         t, t_fused = interleaved(opt.step, fused.step, repeats)
-        label = name if state_dtype is None else f"{name} [{state_dtype}]"
+        label = name if state_dtype is None else f"{name} [{state_dtype}, {state_rounding}]"
         result = table_row(
             label, t, first, min_bytes_per_param(opt, params), peak_step_bytes(opt.step)
         )
         result["backend"] = backend
+        if state_dtype not in (None, "float32", "fp32"):
+            # the same optimizer on float32 state, interleaved with this one
+            wide_params = clone_params(base)
+            wide = adamkit.create(name, wide_params, backend=backend)
+            wide.step()
+            t_low, t_wide = interleaved(opt.step, wide.step, repeats)
+            result["ratio_to_float32_state"] = t_low / t_wide
+            del wide, wide_params
         rows.append(result)
         log(format_row(result))
         del opt, params
@@ -218,6 +232,11 @@ def format_row(r: dict[str, Any]) -> str:
         f"{r['bytes_per_param']:5.1f} B/p  {100 * r['bandwidth_fraction']:5.1f}% bw  "
         f"foreach x{r['ratio_to_foreach']:5.2f}  {r['per_tensor_us']:7.2f} us/tensor  "
         f"peak +{r['peak_extra_bytes_per_param']:5.2f} B/p  first {r['first_step_s']:6.2f} s"
+        + (
+            f"  vs float32 state x{r['ratio_to_float32_state']:5.2f}"
+            if "ratio_to_float32_state" in r
+            else ""
+        )
     )
 
 
@@ -236,15 +255,17 @@ def markdown(results: dict[str, Any]) -> str:
         ),
         "",
         "| set | optimizer | step ms | ratio to fused AdamW | ratio to foreach AdamW "
-        "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s "
+        "| ratio to float32 state |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['set']} | {r['optimizer']} | {r['step_ms']:.2f} | {r['ratio_to_fused']:.2f} | "
             f"{r['ratio_to_foreach']:.2f} | {r['per_tensor_us']:.2f} | "
             f"{r['bytes_per_param']:.1f} | {100 * r['bandwidth_fraction']:.0f}% | "
-            f"{r['peak_extra_bytes_per_param']:.2f} | {r['first_step_s']:.2f} |"
+            f"{r['peak_extra_bytes_per_param']:.2f} | {r['first_step_s']:.2f} | "
+            + (f"{r['ratio_to_float32_state']:.2f} |" if "ratio_to_float32_state" in r else "— |")
         )
     return "\n".join(lines) + "\n"
 
@@ -254,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizers", default="all", help="comma-separated names, or 'all'")
     parser.add_argument("--sets", default="gpt,small,large", help=f"of {', '.join(SETS)}")
     parser.add_argument("--state-dtype", default=None, help="e.g. bfloat16 (default: the params')")
+    parser.add_argument(
+        "--state-rounding",
+        default="stochastic",
+        choices=("stochastic", "nearest", "kahan"),
+        help="how low-precision state is written back",
+    )
     parser.add_argument("--backend", default="compiled", choices=("compiled", "eager", "auto"))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("bench-results/speed"))
@@ -274,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for s in sets:
         rows += measure_set(
-            s, names, args.state_dtype, args.backend, args.repeats, bandwidth, print
+            s,
+            names,
+            args.state_dtype,
+            args.state_rounding,
+            args.backend,
+            args.repeats,
+            bandwidth,
+            print,
         )
     results = {
         "torch": torch.__version__,
@@ -284,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "backend": args.backend,
         "state_dtype": args.state_dtype,
+        "state_rounding": args.state_rounding,
         "compiler_startup_s": startup,
         "rows": rows,
     }
