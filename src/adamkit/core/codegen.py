@@ -3,6 +3,8 @@
 Each one patches a method of ``torch._inductor.codegen.cpp`` for the duration of
 :func:`adjusted_codegen` and is skipped where that inductor has no such method: they change how
 fast the generated code runs (or whether it compiles at all), never what it computes.
+Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
+pass that changes nothing but whose uuid, a hash of this file, enters the cache key.
 """
 
 from __future__ import annotations
@@ -115,3 +117,22 @@ def adjusted_codegen() -> Iterator[None]:
         _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
     ):
         yield
+
+
+def cache_tag_options() -> dict[str, Any]:
+    """Inductor options that key its caches on this module's source (empty where inductor has
+    no custom graph passes): a kernel compiled without these adjustments, or under another
+    version of them, is never served to adamkit, nor adamkit's kernels to anyone else."""
+    try:
+        from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+    except ImportError:  # pragma: no cover - an inductor without custom passes
+        return {}
+
+    class AdjustedCodegenTag(CustomGraphPass):
+        def __call__(self, graph: Any) -> None:
+            return None
+
+        def uuid(self) -> bytes:
+            return get_hash_for_files((__file__,))
+
+    return {"post_grad_custom_post_pass": AdjustedCodegenTag()}

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.fx.experimental._config as fx_config
 
-from adamkit.core.codegen import adjusted_codegen
+from adamkit.core.codegen import adjusted_codegen, cache_tag_options
 from adamkit.core.execute import update_one
 from adamkit.core.reduce import Segments
 
@@ -127,7 +127,8 @@ class Configuration:
         sources = [n.meta["grapharg"].source.name for n in gm.graph.find_nodes(op="placeholder")]
         reader = _input_reader(sources)
         with adjusted_codegen():
-            compiled = compile_fx(gm, example_inputs, config_patches=INDUCTOR_OPTIONS)
+            options = {**INDUCTOR_OPTIONS, **cache_tag_options()}
+            compiled = compile_fx(gm, example_inputs, config_patches=options)
         graph = Graph(compiled, reader) if reader is not None else None
 
         def serve(*args: Any) -> Any:
