@@ -37,6 +37,20 @@ def test_stochastic_rounding_is_unbiased(dtype: torch.dtype, value: float) -> No
         assert abs(mean - x[0].item()) <= 3e-5 * abs(value)
 
 
+def test_stochastic_rounding_of_each_element_is_unbiased_over_steps() -> None:
+    # What an EMA needs: each element, rounded step after step with that step's key, averages
+    # to its value (the element hash alone is one multiply-xorshift; the key makes it uniform).
+    x = torch.full((16,), 1 + 1 / 3, dtype=torch.float32)
+    steps = [
+        stochastic_round(x, torch.bfloat16, random_bits(x, stream_key(0, 5, 1, t))).double()
+        for t in range(1, 8193)
+    ]
+    means = torch.stack(steps).mean(0)
+    ulp = 2.0**-7
+    # the rounding error has a std of at most ulp/2 per step: 4 sigma over 8192 steps
+    assert ((means - x.double()).abs() <= 4 * (ulp / 2) / 8192**0.5).all(), means
+
+
 def test_stochastic_rounding_lands_on_the_two_neighbours_only() -> None:
     x = torch.full((4096,), 1.0 + 2**-10, dtype=torch.float32)  # between bf16 1.0 and 1.0078125
     out = stochastic_round(x, torch.bfloat16, random_bits(x, 7)).float()

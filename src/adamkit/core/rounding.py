@@ -22,8 +22,8 @@ _MASK32 = 0xFFFFFFFF
 # Multiplier of a well-mixing 32-bit integer hash (x ^= x >> 16; x *= C; twice). It is below
 # 2^31, so products of 32-bit values stay inside int64 without overflow.
 _MIX = 0x45D9F3B
-# lowbias32's multipliers 0x7FEB352D and 0x846CA68B as int32 values.
-_LANE_MIX = (0x7FEB352D, 0x846CA68B - (1 << 32))
+# An odd multiplier (lowbias32's first, C. Wellons' hash prospector, 2018), below 2^31.
+_LANE_MIX = 0x7FEB352D
 # Odd weights below 2^31 of stream_key's parts (murmur2's and other well-known multipliers).
 _PART_WEIGHTS = (0x5BD1E995, 0x27D4EB2F, 0x165667B1, 0x61C88647)
 # Mantissa bits dropped from float32 for each target format.
@@ -63,13 +63,14 @@ def _as_int32(key: int | torch.Tensor) -> int | torch.Tensor:
 
 
 def _lanes_mix32(x: torch.Tensor) -> torch.Tensor:
-    """The "lowbias32" integer hash of C. Wellons' hash prospector (two multiply-xorshift
-    rounds, 2018) on int32 lanes: multiplication wraps modulo 2^32 like unsigned arithmetic;
-    the shifts are logical, hence the masks (``>>`` on int32 is arithmetic)."""
-    x = x ^ ((x >> 16) & 0xFFFF)
-    x = x * _LANE_MIX[0]
-    x = x ^ ((x >> 15) & 0x1FFFF)
-    x = x * _LANE_MIX[1]
+    """One multiply-xorshift round on int32 lanes (multiplication wraps modulo 2^32 like
+    unsigned arithmetic; the shift is logical, hence the mask: ``>>`` on int32 is arithmetic).
+
+    One round is enough here: the key is a full hash of (seed, tensor, buffer, step), so for
+    every element ``index ^ key`` is already uniform and independent from step to step, which
+    is what makes stochastic rounding unbiased. This bijection only decorrelates neighbouring
+    elements of one step (their low bits would otherwise count up together)."""
+    x = x * _LANE_MIX
     return x ^ ((x >> 16) & 0xFFFF)
 
 
