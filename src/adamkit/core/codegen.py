@@ -58,7 +58,9 @@ def _low_precision_tiling(original: Any) -> Any:
     slower than float32 state on AMD Zen 4. Telling the heuristic that the float32 nodes
     share the loop's 16-bit dtype tiles the loop at 32 lanes: full stores, with float32 values
     held in pairs of vectors, as inductor does for loops that are all 16-bit."""
-    lowp_of = _cpp.get_loop_body_lowp_fp
+    lowp_of = getattr(_cpp, "get_loop_body_lowp_fp", None)
+    if lowp_of is None:
+        return original
 
     def select_tiling(self: Any, fn_list: Any, var_sizes_list: Any) -> Any:
         found = {lowp_of(body)[0] for body in _cpp._get_loop_body(fn_list)} - {None}
@@ -92,8 +94,10 @@ def _vector_bitcast(original: Any) -> Any:
     def to_dtype_bitcast(x: Any, dtype: torch.dtype, src_dtype: torch.dtype) -> Any:
         if not any({dtype, src_dtype} <= pair for pair in _SAME_WIDTH):
             return original(x, dtype, src_dtype)
-        target = DTYPE_TO_CPP[dtype]
-        vectors = V.kernel._get_num_vectors(dtype)
+        lanes_of = getattr(V.kernel, "_get_num_vectors", None)
+        if lanes_of is None:
+            return original(x, dtype, src_dtype)
+        target, vectors = DTYPE_TO_CPP[dtype], lanes_of(dtype)
         if vectors == 1:
             return f"at::vec::cast<{target}>({x})"
         return (
