@@ -134,3 +134,17 @@ def test_guarded_helpers_give_the_same_values_compiled_and_eager() -> None:
     assert eager[1].tolist() == [1.0, -0.5, 1.0, 0.0, (num[4] / den[4]).item(), math.inf]
     for a, b in zip(eager, compiled, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (1 << 18,), ((1 << 18) + 1,), (700, 1500)])
+def test_mean_abs_in_chunks_equals_the_one_norm(shape: tuple[int, ...]) -> None:
+    # the eager CPU mean|x| sums |x| chunk by chunk; it must be ‖x‖₁/n, also for a transposed x
+    from adamkit.core import reduce
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    for view in (x, x.t() if x.ndim == 2 else x):
+        expected = torch.linalg.vector_norm(view, 1) / max(1, view.numel())
+        got = reduce.mean_abs(view)
+        assert got.shape == () and got.dtype == torch.float64
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
