@@ -28,6 +28,7 @@ import torch
 
 import adamkit
 from adamkit.bench.models import gpt_like_named_shapes
+from adamkit.core.precision import check_state_dtype
 
 SETS: dict[str, Callable[[], list[tuple[str, tuple[int, ...]]]]] = {
     "gpt": lambda: gpt_like_named_shapes(dim=384, layers=12, vocab=8192, context=512),
@@ -190,7 +191,7 @@ def measure_set(
             label, t, first, min_bytes_per_param(opt, params), peak_step_bytes(opt.step)
         )
         result["backend"] = backend
-        if state_dtype not in (None, "float32", "fp32"):
+        if check_state_dtype("state_dtype", state_dtype) not in (None, "float32"):
             # the same optimizer on float32 state, interleaved with this one
             wide_params = clone_params(base)
             wide = adamkit.create(name, wide_params, backend=backend)

@@ -10,6 +10,7 @@ pass that changes nothing but whose uuid, a hash of this file, enters the cache 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -59,7 +60,7 @@ def _low_precision_tiling(original: Any) -> Any:
     share the loop's 16-bit dtype tiles the loop at 32 lanes: full stores, with float32 values
     held in pairs of vectors, as inductor does for loops that are all 16-bit."""
     lowp_of = getattr(_cpp, "get_loop_body_lowp_fp", None)
-    if lowp_of is None:
+    if lowp_of is None or not hasattr(_cpp, "_get_loop_body"):
         return original
 
     def select_tiling(self: Any, fn_list: Any, var_sizes_list: Any) -> Any:
@@ -112,7 +113,7 @@ def _vector_bitcast(original: Any) -> Any:
 @contextlib.contextmanager
 def adjusted_codegen() -> Iterator[None]:
     """Inductor's C++ code generation with adamkit's adjustments (see the module docstring)."""
-    if _cpp is None or not hasattr(_cpp, "_get_loop_body"):
+    if _cpp is None:
         yield
         return
     with (
@@ -123,6 +124,7 @@ def adjusted_codegen() -> Iterator[None]:
         yield
 
 
+@functools.cache
 def cache_tag_options() -> dict[str, Any]:
     """Inductor options that key its caches on this module's source (empty where inductor has
     no custom graph passes): a kernel compiled without these adjustments, or under another

@@ -17,7 +17,7 @@ import torch
 
 from adamkit.core import reduce
 from adamkit.core.precision import Codec
-from adamkit.core.reduce import Segments
+from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import stream_key
 
 PARAM_STREAM = 1 << 16  # the buffer position of the parameter's own random stream
@@ -108,11 +108,6 @@ def _codec_id(codec: Codec) -> tuple:
     return (type(codec).__name__, *sorted((k, repr(v)) for k, v in vars(codec).items()))
 
 
-# Parameters the compiled path takes: plain tensors and nn.Parameter (which the graph sees
-# detached, as plain tensors); not DTensors or other tensor subclasses.
-_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
-
-
 class Plan:
     """What one parameter's update needs, decided once: codecs, compute dtype, the views the
     compiled path takes, and the signature of tensors that can share a compiled graph."""
@@ -167,7 +162,7 @@ class Plan:
         ]
 
     def _signature(self, view: torch.Tensor, shaped: bool) -> tuple | None:
-        if type(self.p) not in _PLAIN_TYPES or self.p.numel() < 2 or not view.is_contiguous():
+        if type(self.p) not in PLAIN_TYPES or self.p.numel() < 2 or not view.is_contiguous():
             return None  # DTensors and other subclasses, sizes 0/1 (Dynamo specialises them)
         if not all(t.is_contiguous() for t in self.stored.values()):
             return None

@@ -29,6 +29,11 @@ class Segments(NamedTuple):
     starts: torch.Tensor
 
 
+# Plain tensors and nn.Parameter (which a traced graph sees detached, as plain tensors); not
+# DTensors or other tensor subclasses. Only these take the compiled path and the eager CPU
+# shortcuts below.
+PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
 ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by update_one)
 
 
@@ -78,8 +83,7 @@ def mean_abs(x: torch.Tensor) -> torch.Tensor:
     if ACTIVE:
         return _per_element(_segment_sums(x.abs()) / ACTIVE[-1].sizes)
     n = max(1, x.numel())
-    plain = type(x) in (torch.Tensor, torch.nn.Parameter)
-    if torch.compiler.is_compiling() or not plain or x.device.type != "cpu":
+    if torch.compiler.is_compiling() or type(x) not in PLAIN_TYPES or x.device.type != "cpu":
         return torch.linalg.vector_norm(x, 1) / n
     flat = x.reshape(-1)
     if flat.numel() <= ABS_SUM_CHUNK:
