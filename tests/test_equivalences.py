@@ -100,19 +100,42 @@ def test_sadam_first_step_matches_the_exact_softplus_formula() -> None:
     torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)
 
 
-@pytest.mark.parametrize("beta", [50.0, 0.5])
-def test_softplus_is_within_two_ulp_in_float32_in_both_forms(beta: float) -> None:
-    # The eager form (torch's kernel, β a number) and the compiled form (β a 0-d tensor,
-    # log(1 + e) for log1p(e)) against float64, from x = 0 to far past the threshold.
+@pytest.mark.parametrize("beta", [50.0, 0.5, 3e4])
+def test_softplus_is_within_two_ulp_in_float32_in_every_form(beta: float) -> None:
+    # The eager form (torch's kernel, β a number) and the traced form (β a 0-d tensor, a
+    # polynomial for log1p), run eagerly and compiled, against float64, from x = 0 to far past
+    # the threshold.
     from adamkit.parts.softplus import softplus
 
-    x = torch.cat([torch.zeros(1), torch.logspace(-12, 3, 4001)]) / beta
+    x = torch.cat([torch.zeros(1), torch.logspace(-12, 3, 20001)]) / beta
     x64 = x.double()
     exact = x64 + torch.log1p(torch.exp(-beta * x64)) / beta
     ulp = torch.finfo(torch.float32).eps * exact.abs()
-    for out in (softplus(x, beta), softplus(x, torch.tensor(beta))):
+    traced = torch.compile(softplus, backend="inductor", fullgraph=True)
+    forms = (softplus(x, beta), softplus(x, torch.tensor(beta)), traced(x, torch.tensor(beta)))
+    for out in forms:
         assert out.dtype == torch.float32
         assert ((out.double() - exact).abs() <= 2 * ulp).all()
+
+
+def test_softplus_traced_in_float64_keeps_the_exact_log() -> None:
+    from adamkit.parts.softplus import softplus
+
+    x = torch.cat([torch.zeros(1), torch.logspace(-12, 3, 2001, dtype=torch.float64)]) / 50.0
+    exact = x + torch.log1p(torch.exp(-50.0 * x)) / 50.0
+    torch.testing.assert_close(softplus(x, torch.tensor(50.0)), exact, rtol=4e-16, atol=0)
+
+
+def test_log1p_polynomial_error_on_the_unit_interval() -> None:
+    # The interpolant itself (in float64) is within 2^-27 of log1p; evaluated in float32,
+    # within 2^-23 absolute (one ulp of ln 2 is 2^-24).
+    from adamkit.parts.softplus import log1p_unit
+
+    e = torch.linspace(0.0, 1.0, 1_000_001, dtype=torch.float64)
+    assert (log1p_unit(e) - torch.log1p(e)).abs().max() < 2.0**-27
+    e32 = e.float()
+    error = (log1p_unit(e32).double() - torch.log1p(e32.double())).abs().max()
+    assert error < 2.0**-23
 
 
 @pytest.mark.slow
