@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -11,6 +12,7 @@ from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.moments import ema_
+from adamkit.parts.pieces import in_pieces
 from adamkit.parts.safe import sign_floor
 from adamkit.parts.softplus import softplus_times
 from adamkit.parts.update import add_scaled_
@@ -63,23 +65,34 @@ class BAdam(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        m = ema_(s["exp_avg_1st"], g, k["beta1"])
-        scale = k["lr"] * mean_abs(p) / k["bc1"]  # η·ε_t/bc1: u = scale·m (/ softplus)
-        u = s["update"]
+        # u = scale·m at t = 1, else scale·m/(bc2·sp(|v̂|)), scale = η·ε_t·(bc2)/bc1
         if k["first_step"]:
-            u.copy_(m).mul_(scale)
+            scale, floor = mean_abs(p) * (k["lr"] / k["bc1"]), None
         else:
-            biggest = torch.finfo(g.dtype).max
-            floor = mean_abs(u)
+            scale = mean_abs(p) * (k["lr"] * k["bc2_prev"] / k["bc1"])
+            floor = mean_abs(s["update"])
             # Φ = 0 where the floor is 0: dividing by an infinite floor gives it without a mask.
-            c = sign_floor(u, torch.where(floor == 0, math.inf, floor))
-            diff = torch.sub(g, s["grad"], out=s["grad"])  # g_{t-1} is read only here
-            phi = torch.div(diff, c, out=diff).clamp_(-biggest, biggest)
-            # β2·v + (1 − β2)·Φ, not a lerp: v − Φ may overflow where the sum does not.
-            v = add_scaled_(s["exp_avg_2ed"].mul_(k["beta2"]), phi, 1 - k["beta2"])
-            denom = softplus_times(v.abs(), k["bc2_prev"], k["smooth"])  # bc2·sp(|v̂|)
-            torch.div(m, denom, out=u).mul_(scale * k["bc2_prev"])
-        if k["decay_active"]:
-            add_scaled_(u, p, k["decay"])
-        s["grad"].copy_(g)
-        return p.sub_(u)
+            floor = torch.where(floor == 0, math.inf, floor)
+        in_pieces(lambda t: _update(t, k, scale, floor), {"param": p, "g": g, **s})
+        return p
+
+
+def _update(t: Mapping[str, Tensor], k: Scalars, scale: Tensor, floor: Tensor | None) -> None:
+    """The element-wise part of the step, in place (the tensor means are given)."""
+    p, g, u = t["param"], t["g"], t["update"]
+    m = ema_(t["exp_avg_1st"], g, k["beta1"])
+    if floor is None:
+        torch.mul(m, scale, out=u)
+    else:
+        biggest = torch.finfo(g.dtype).max
+        c = sign_floor(u, floor)
+        diff = torch.sub(g, t["grad"], out=t["grad"])  # g_{t-1} is read only here
+        phi = torch.div(diff, c, out=diff).clamp_(-biggest, biggest)
+        # β2·v + (1 − β2)·Φ, not a lerp: v − Φ may overflow where the sum does not.
+        v = add_scaled_(t["exp_avg_2ed"].mul_(k["beta2"]), phi, 1 - k["beta2"])
+        denom = softplus_times(v.abs(), k["bc2_prev"], k["smooth"])  # bc2·sp(|v̂|)
+        torch.div(m, denom, out=u).mul_(scale)
+    if k["decay_active"]:
+        add_scaled_(u, p, k["decay"])
+    t["grad"].copy_(g)
+    p.sub_(u)

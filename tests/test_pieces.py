@@ -1,0 +1,76 @@
+"""parts.pieces: an element-wise computation run piece by piece gives the whole-tensor result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.core import reduce
+from adamkit.parts import pieces
+
+
+def _steps(numel: int, dtype: torch.dtype, piece: int, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    monkeypatch.setattr(pieces, "PIECE", piece)
+    gen = torch.Generator().manual_seed(3)
+    p = torch.nn.Parameter(torch.randn(numel, generator=gen, dtype=dtype) * 0.02)
+    opt = adamkit.BAdam([p], lr=1e-2, weight_decay=0.01, backend="eager")
+    for _ in range(4):
+        p.grad = torch.randn(numel, generator=gen, dtype=dtype)
+        opt.step()
+    state = opt.state[p]
+    return p.detach().clone(), {n: t.clone() for n, t in state.items() if torch.is_tensor(t)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_b_adam_in_pieces_equals_the_whole_tensor_bit_for_bit(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 5000 elements in pieces of 1024: four whole pieces and a short one
+    whole_p, whole_state = _steps(5000, dtype, 1 << 40, monkeypatch)
+    piece_p, piece_state = _steps(5000, dtype, 1024, monkeypatch)
+    assert torch.equal(whole_p, piece_p)
+    for name, value in whole_state.items():
+        assert torch.equal(value, piece_state[name]), name
+
+
+def _recorder() -> tuple[list[int], object]:
+    seen: list[int] = []
+
+    def fn(t: dict[str, torch.Tensor]) -> None:
+        seen.append(t["a"].numel())
+        t["a"].add_(t["b"])
+
+    return seen, fn
+
+
+def test_pieces_cover_every_element_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pieces, "PIECE", 4)
+    a, b = torch.zeros(2, 5), torch.arange(10.0).view(2, 5)
+    seen, fn = _recorder()
+    pieces.in_pieces(fn, {"a": a, "b": b})
+    assert seen == [4, 4, 2]
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "case", ["small", "non-contiguous", "unequal sizes", "segments", "compiling"]
+)
+def test_pieces_fall_back_to_one_call(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pieces, "PIECE", 4)
+    a, b = torch.zeros(3, 4), torch.ones(3, 4)
+    if case == "small":
+        monkeypatch.setattr(pieces, "PIECE", 64)
+    elif case == "non-contiguous":
+        a = torch.zeros(4, 3).t()
+    elif case == "unequal sizes":
+        b = torch.ones(1)
+    elif case == "segments":
+        ids = torch.zeros(12, dtype=torch.int64)
+        monkeypatch.setattr(reduce, "ACTIVE", [reduce.Segments(ids, torch.ones(1), ids[:1])])
+    else:
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    seen, fn = _recorder()
+    pieces.in_pieces(fn, {"a": a, "b": b})
+    assert seen == [12]
+    assert torch.equal(a, torch.ones(3, 4))
