@@ -71,3 +71,15 @@ def test_low_precision_state_is_timed_against_float32_state(
     rows = json.loads((out / "speed.json").read_text())["rows"]
     assert all("ratio_to_float32_state" not in r for r in rows)
     assert "| tiny | adamw |" in (out / "speed.md").read_text()
+
+
+def test_interleaved_steps_in_rounds_and_ratios_are_per_round() -> None:
+    from adamkit.bench.speed import interleaved, median_ratio
+
+    calls: list[str] = []
+    times = interleaved([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    assert calls == ["a", "b"] * 3
+    assert [len(t) for t in times] == [3, 3]
+    # a drift that doubles both sides in one round leaves the per-round ratio alone
+    assert median_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == 0.5
+    assert median_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == 2.0

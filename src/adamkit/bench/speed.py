@@ -1,9 +1,10 @@
 """``adamkit speed``: optimizer step time of every registered optimizer against torch's fused and
 foreach AdamW, on the same parameters, in one process.
 
-Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)`` (A B A B ...)
-and reports medians, so that drifts of the machine hit both alike. The first step (which
-includes compiling) is reported separately. For every candidate the table gives the step time,
+Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)`` and
+``torch.optim.AdamW(foreach=True)`` (A B C A B C ...). Step times are medians; a ratio is the
+median of the ratios of each round, so that drifts of the machine hit both sides alike. The
+first step (which includes compiling) is reported separately. For every candidate the table gives the step time,
 its ratio to fused AdamW, the bytes it must move per parameter (read parameter, gradient and
 state, write parameter and state) and the fraction of the measured memory bandwidth that
 implies. With ``--state-dtype`` (bfloat16, say) each optimizer is also timed against itself on
@@ -20,7 +21,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,19 +122,20 @@ def peak_step_bytes(step: Callable[[], Any]) -> int:
     return peak
 
 
-def interleaved(
-    candidate: Callable[[], Any], baseline: Callable[[], Any], repeats: int
-) -> tuple[float, float]:
-    """Median step times of ``candidate`` and ``baseline``, measured A B A B."""
-    a, b = [], []
+def interleaved(steps: Sequence[Callable[[], Any]], repeats: int) -> list[list[float]]:
+    """Step times of each of ``steps``, measured in rounds (A B C A B C ...)."""
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(repeats):
-        start = time.perf_counter()
-        candidate()
-        a.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        baseline()
-        b.append(time.perf_counter() - start)
-    return statistics.median(a), statistics.median(b)
+        for step, out in zip(steps, times, strict=True):
+            start = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """The median over rounds of a_i / b_i."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def measure_set(
@@ -158,20 +160,41 @@ def measure_set(
     start = time.perf_counter()
     foreach.step()
     first = time.perf_counter() - start
-    t_foreach, t_fused = interleaved(foreach.step, fused.step, repeats)
+    t_foreach, t_fused = interleaved([foreach.step, fused.step], repeats)
     count = len(base)
 
-    def table_row(label: str, t: float, first: float, bytes_pp: float, peak: int) -> dict:
-        out = row(set_name, label, t, t_fused, first, bytes_pp, n, bandwidth)
-        out["ratio_to_foreach"] = t / t_foreach
-        out["per_tensor_us"] = t / count * 1e6
-        out["peak_extra_bytes_per_param"] = peak / n
+    def table_row(
+        label: str, t: list[float], fused_t: list[float], foreach_t: list[float], **facts: Any
+    ) -> dict[str, Any]:
+        out = row(set_name, label, t, fused_t, facts["first"], facts["bytes_pp"], n, bandwidth)
+        out["ratio_to_foreach"] = median_ratio(t, foreach_t)
+        out["per_tensor_us"] = statistics.median(t) / count * 1e6
+        out["peak_extra_bytes_per_param"] = facts["peak"] / n
         return out
 
+    foreach_peak, fused_peak = peak_step_bytes(foreach.step), peak_step_bytes(fused.step)
     rows.append(
-        table_row("torch AdamW(foreach)", t_foreach, first, 28.0, peak_step_bytes(foreach.step))
+        table_row(
+            "torch AdamW(foreach)",
+            t_foreach,
+            t_fused,
+            t_foreach,
+            first=first,
+            bytes_pp=28.0,
+            peak=foreach_peak,
+        )
     )
-    rows.append(table_row("torch AdamW(fused)", t_fused, 0.0, 28.0, peak_step_bytes(fused.step)))
+    rows.append(
+        table_row(
+            "torch AdamW(fused)",
+            t_fused,
+            t_fused,
+            t_foreach,
+            first=0.0,
+            bytes_pp=28.0,
+            peak=fused_peak,
+        )
+    )
     for row_ in rows:
         log(format_row(row_))
     for name in names:
@@ -185,10 +208,16 @@ def measure_set(
         start = time.perf_counter()
         opt.step()
         first = time.perf_counter() - start
-        t, t_fused = interleaved(opt.step, fused.step, repeats)
+        t, t_fused, t_foreach = interleaved([opt.step, fused.step, foreach.step], repeats)
         label = name if state_dtype is None else f"{name} [{state_dtype}, {state_rounding}]"
         result = table_row(
-            label, t, first, min_bytes_per_param(opt, params), peak_step_bytes(opt.step)
+            label,
+            t,
+            t_fused,
+            t_foreach,
+            first=first,
+            bytes_pp=min_bytes_per_param(opt, params),
+            peak=peak_step_bytes(opt.step),
         )
         result["backend"] = backend
         if check_state_dtype("state_dtype", state_dtype) not in (None, "float32"):
@@ -196,8 +225,8 @@ def measure_set(
             wide_params = clone_params(base)
             wide = adamkit.create(name, wide_params, backend=backend)
             wide.step()
-            t_low, t_wide = interleaved(opt.step, wide.step, repeats)
-            result["ratio_to_float32_state"] = t_low / t_wide
+            t_low, t_wide = interleaved([opt.step, wide.step], repeats)
+            result["ratio_to_float32_state"] = median_ratio(t_low, t_wide)
             del wide, wide_params
         rows.append(result)
         log(format_row(result))
@@ -208,22 +237,23 @@ def measure_set(
 def row(
     set_name: str,
     label: str,
-    t: float,
-    t_fused: float,
+    t: list[float],
+    t_fused: list[float],
     first: float,
     bytes_pp: float,
     n: int,
     bandwidth: float,
 ) -> dict[str, Any]:
+    step = statistics.median(t)
     return {
         "set": set_name,
         "optimizer": label,
-        "step_ms": t * 1e3,
-        "fused_adamw_ms": t_fused * 1e3,
-        "ratio_to_fused": t / t_fused,
+        "step_ms": step * 1e3,
+        "fused_adamw_ms": statistics.median(t_fused) * 1e3,
+        "ratio_to_fused": median_ratio(t, t_fused),
         "first_step_s": first,
         "bytes_per_param": bytes_pp,
-        "bandwidth_fraction": bytes_pp * n / t / 1e9 / bandwidth,
+        "bandwidth_fraction": bytes_pp * n / step / 1e9 / bandwidth,
     }
 
 
@@ -247,7 +277,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"torch {results['torch']}, {results['threads']} threads, {results['cpu']}; "
         f"measured bandwidth {results['bandwidth_gbs']:.1f} GB/s; medians of {results['repeats']} "
-        "interleaved steps against fused AdamW. "
+        "rounds, each stepping the optimizer, fused AdamW and foreach AdamW in turn. "
         + (
             f"torch.compile's start-up, once per process before the first step: "
             f"{results['compiler_startup_s']:.2f} s."
