@@ -1,4 +1,4 @@
-"""parts.pieces: an element-wise computation run piece by piece gives the whole-tensor result."""
+"""core.pieces: an element-wise computation run piece by piece gives the whole-tensor result."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.core import reduce
-from adamkit.parts import pieces
+from adamkit.core import pieces, reduce
+
+# the optimizers whose eager rule runs its element-wise part in pieces (after its reductions)
+PIECEWISE = ("b_adam", "su_adam")
 
 
-def _steps(numel: int, dtype: torch.dtype, piece: int, monkeypatch: pytest.MonkeyPatch) -> tuple:
+def _steps(
+    name: str, numel: int, dtype: torch.dtype, piece: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple:
     monkeypatch.setattr(pieces, "PIECE", piece)
     gen = torch.Generator().manual_seed(3)
     p = torch.nn.Parameter(torch.randn(numel, generator=gen, dtype=dtype) * 0.02)
-    opt = adamkit.BAdam([p], lr=1e-2, weight_decay=0.01, backend="eager")
+    opt = adamkit.create(name, [p], lr=1e-2, weight_decay=0.01, backend="eager")
     for _ in range(4):
         p.grad = torch.randn(numel, generator=gen, dtype=dtype)
         opt.step()
@@ -23,12 +27,13 @@ def _steps(numel: int, dtype: torch.dtype, piece: int, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_b_adam_in_pieces_equals_the_whole_tensor_bit_for_bit(
-    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", PIECEWISE)
+def test_in_pieces_equals_the_whole_tensor_bit_for_bit(
+    name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 5000 elements in pieces of 1024: four whole pieces and a short one
-    whole_p, whole_state = _steps(5000, dtype, 1 << 40, monkeypatch)
-    piece_p, piece_state = _steps(5000, dtype, 1024, monkeypatch)
+    whole_p, whole_state = _steps(name, 5000, dtype, 1 << 40, monkeypatch)
+    piece_p, piece_state = _steps(name, 5000, dtype, 1024, monkeypatch)
     assert torch.equal(whole_p, piece_p)
     for name, value in whole_state.items():
         assert torch.equal(value, piece_state[name]), name

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
+from adamkit.core.pieces import in_pieces
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.moments import ema_
-from adamkit.parts.pieces import in_pieces
 from adamkit.parts.safe import sign_floor
 from adamkit.parts.softplus import softplus_times
 from adamkit.parts.update import add_scaled_

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
+from adamkit.core.pieces import in_pieces
 from adamkit.core.reduce import mean_abs
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_
@@ -45,10 +48,17 @@ class SUAdam(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        unit = g.sign()
-        flips = safe_div_finite(unit, s["exp_avg_unit"], 1.0).sub_(1).abs_()
-        m = ema_(s["exp_avg_unit"], unit, k["beta1"])
-        v = ema_(s["exp_avg_ratio"], flips, k["beta2"])
-        # m̂/(1 + v̂) = (bc2/bc1)·m/(bc2 + v): one pass less.
-        direction = torch.div(m, torch.add(v, k["bc2"], out=unit), out=unit)
-        return descend(p, direction, k, mean_abs(p) * (k["bc2"] / k["bc1"]))
+        scale = mean_abs(p) * (k["bc2"] / k["bc1"])  # ε_t·bc2/bc1, see _update
+        in_pieces(lambda t: _update(t, k, scale), {"param": p, "g": g, **s})
+        return p
+
+
+def _update(t: Mapping[str, Tensor], k: Scalars, scale: Tensor) -> None:
+    """The element-wise part of the step, in place (the tensor mean is given)."""
+    unit = t["g"].sign()
+    flips = safe_div_finite(unit, t["exp_avg_unit"], 1.0).sub_(1).abs_()
+    m = ema_(t["exp_avg_unit"], unit, k["beta1"])
+    v = ema_(t["exp_avg_ratio"], flips, k["beta2"])
+    # m̂/(1 + v̂) = (bc2/bc1)·m/(bc2 + v): one pass less.
+    direction = torch.div(m, torch.add(v, k["bc2"], out=unit), out=unit)
+    descend(t["param"], direction, k, scale)
