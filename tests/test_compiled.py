@@ -474,7 +474,7 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
 
 def test_codegen_adjustments_apply_to_this_inductor() -> None:
     # Each adjustment skips itself where inductor lacks what it patches; on the torch that
-    # adamkit pins, all three must be in force while adamkit compiles (and none after).
+    # adamkit pins, all four must be in force while adamkit compiles (and none after).
     from torch._inductor.codegen import cpp
 
     from adamkit.core.codegen import adjusted_codegen
@@ -483,6 +483,7 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
         (cpp.CppScheduling, "can_fuse_vertical_outer_loop"),
         (cpp.TilingSelect, "select_tiling"),
         (cpp.CppVecOverrides, "to_dtype_bitcast"),
+        (cpp, "parallel_num_threads"),
     ]
     before = [vars(owner).get(name) for owner, name in patched]
     with adjusted_codegen():
@@ -524,3 +525,34 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
             compiled_update(runs[1][0], g, runs[1][1], t)
         assert torch.equal(runs[0][0], runs[1][0]), n
         assert torch.equal(runs[0][1].view(torch.int16), runs[1][1].view(torch.int16)), n
+
+
+@pytest.mark.slow
+def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
+    fresh_configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Adam-mini's one-element v of a vector is updated by a scalar loop inside a parallel
+    # region. Compiled with one thread, inductor left out its `omp single`, and on two threads
+    # each thread updated v, so v often took the step twice. The kernel must not come from
+    # inductor's on-disk cache, which does not key on the thread count.
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        compiled_params, opt = trajectory("adam_mini", "compiled", torch.float64, steps=1)
+        torch.set_num_threads(max(2, threads))
+        eager_params, reference = trajectory("adam_mini", "eager", torch.float64, steps=1)
+        grads = grad_stream(compiled_params)
+        for i in range(1, 30):
+            for params, optimizer in ((compiled_params, opt), (eager_params, reference)):
+                for p, g in zip(params, grads(i), strict=True):
+                    p.grad = g.clone()
+                optimizer.step()
+            for a, b in zip(compiled_params, eager_params, strict=True):
+                torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+    finally:
+        torch.set_num_threads(threads)

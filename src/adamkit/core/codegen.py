@@ -1,8 +1,10 @@
 """Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
 
-Each one patches a method of ``torch._inductor.codegen.cpp`` for the duration of
-:func:`adjusted_codegen` and is skipped where that inductor has no such method: they change how
-fast the generated code runs (or whether it compiles at all), never what it computes.
+Each one patches a function or method of ``torch._inductor.codegen.cpp`` for the duration of
+:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Three change
+how fast the generated code runs (or whether it compiles at all), never what it computes; one
+(:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct when it
+runs on several threads.
 Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
 pass that changes nothing but whose uuid, a hash of this file, enters the cache key.
 """
@@ -79,6 +81,19 @@ def _low_precision_tiling(original: Any) -> Any:
     return select_tiling
 
 
+def _threads_at_least_two(original: Callable[[], int]) -> Callable[[], int]:
+    """Code generation plans for at least two threads.
+
+    adamkit compiles with ``cpp.dynamic_threads``: a kernel's parallel regions take the thread
+    count of the process that runs it. But inductor 2.13 wraps a scalar loop nested in a
+    parallel region in ``#pragma omp single`` only when the process that *compiles* has more
+    than one thread. Compiled with one (``torch.set_num_threads(1)``, as benchmark workers do)
+    and then run on two, every thread ran Adam-mini's one-element v update, a read and a
+    write of the same value: v took the step twice when one thread read after the other had
+    written. Planning for two threads emits the ``single``, which one thread also runs right."""
+    return lambda: max(2, original())
+
+
 # Types whose bits a vector reinterprets lane for lane: same width, same lanes per vector.
 _SAME_WIDTH = ({torch.float32, torch.int32}, {torch.float64, torch.int64})
 
@@ -120,6 +135,7 @@ def adjusted_codegen() -> Iterator[None]:
         _patched(_cpp.CppScheduling, "can_fuse_vertical_outer_loop", _no_outer_loop_fusion),
         _patched(_cpp.TilingSelect, "select_tiling", _low_precision_tiling),
         _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
+        _patched(_cpp, "parallel_num_threads", _threads_at_least_two),
     ):
         yield
 
