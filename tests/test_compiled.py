@@ -3,6 +3,7 @@ and falls back to eager where it cannot run."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import weakref
@@ -529,22 +530,22 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
 
 @pytest.mark.slow
 def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
-    fresh_configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch
+    fresh_configurations: graphs.Configurations,
 ) -> None:
     # Adam-mini's one-element v of a vector is updated by a scalar loop inside a parallel
     # region. Compiled with one thread, inductor left out its `omp single`, and on two threads
     # each thread updated v, so v often took the step twice. The kernel must not come from
-    # inductor's on-disk cache, which does not key on the thread count.
+    # inductor's on-disk caches, which do not key on the thread count.
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
-    monkeypatch.setattr(functorch_config, "enable_autograd_cache", False)
-    threads = torch.get_num_threads()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(inductor_config.patch(fx_graph_cache=False))
+        stack.enter_context(functorch_config.patch(enable_autograd_cache=False))
+        stack.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(1)
         compiled_params, opt = trajectory("adam_mini", "compiled", torch.float64, steps=1)
-        torch.set_num_threads(max(2, threads))
+        torch.set_num_threads(2)
         eager_params, reference = trajectory("adam_mini", "eager", torch.float64, steps=1)
         grads = grad_stream(compiled_params)
         for i in range(1, 30):
@@ -554,5 +555,3 @@ def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
                 optimizer.step()
             for a, b in zip(compiled_params, eager_params, strict=True):
                 torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
-    finally:
-        torch.set_num_threads(threads)
