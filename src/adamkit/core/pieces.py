@@ -28,7 +28,7 @@ def in_pieces(
     on the tensors themselves. ``fn`` must be element-wise: each output element may depend only
     on the same element of its inputs (and on 0-d tensors or numbers it closes over), and it
     must write its results into the tensors in place."""
-    if not _splittable(tensors.values()):
+    if not _splittable(list(tensors.values())):
         fn(tensors)
         return
     flat = {name: t.view(-1) for name, t in tensors.items()}
@@ -37,8 +37,9 @@ def in_pieces(
         fn({name: t[start : start + PIECE] for name, t in flat.items()})
 
 
-def _splittable(tensors: object) -> bool:
-    tensors = list(tensors)  # type: ignore[call-overload]
+def _splittable(tensors: list[torch.Tensor]) -> bool:
+    """Whether pieces give the whole-tensor result: eager, not segmented, and plain contiguous
+    CPU tensors of one size above a piece."""
     if torch.compiler.is_compiling() or reduce.ACTIVE or not tensors:
         return False
     numel = tensors[0].numel()
