@@ -555,3 +555,24 @@ def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
                 optimizer.step()
             for a, b in zip(compiled_params, eager_params, strict=True):
                 torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("with_matrix", [False, True])
+def test_merged_vectors_gather_by_concatenation_and_equal_eager(with_matrix: bool) -> None:
+    # Merged vectors are copied into their flat buffers by one torch.cat (a small matrix
+    # among them falls back to one copy per tensor); either way the step equals eager's.
+    shapes = [(17 + i,) for i in range(40)] + ([(6, 5)] if with_matrix else [])
+    runs = []
+    for backend in ("eager", "compiled"):
+        params = make_params(torch.float64, shapes)
+        opt = adamkit.create("adamw", params, backend=backend, weight_decay=0.1)
+        grads = grad_stream(params)
+        for i in range(3):
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g
+            opt.step()
+        runs.append((params, opt))
+    merged = [c for c in calls(runs[1][1]) if isinstance(c, compiled.Merged)]
+    assert merged and all(c.vectors is not with_matrix for c in merged)
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)

@@ -249,7 +249,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 grad = p.grad
                 if grad is None:
                     continue
-                if grad.is_sparse or grad.layout != torch.strided:
+                if grad.layout != torch.strided:  # sparse COO/CSR/..., or another layout
                     raise RuntimeError(
                         f"{owner} does not support sparse gradients (param group {gi}, param {pi} "
                         f"has a {grad.layout} gradient); use dense gradients or torch SparseAdam"
@@ -374,7 +374,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         if backend == "auto":
             backend = os.environ.get("ADAMKIT_BACKEND", "auto")
             if backend == "auto" and not worth_compiling(
-                len(active), sum(p.numel() for p in active)
+                len(active), lambda: sum(p.numel() for p in active)
             ):
                 return False
         return backend != "eager" and compiler_available()
