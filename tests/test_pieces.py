@@ -35,8 +35,8 @@ def test_in_pieces_equals_the_whole_tensor_bit_for_bit(
     whole_p, whole_state = _steps(name, 5000, dtype, 1 << 40, monkeypatch)
     piece_p, piece_state = _steps(name, 5000, dtype, 1024, monkeypatch)
     assert torch.equal(whole_p, piece_p)
-    for name, value in whole_state.items():
-        assert torch.equal(value, piece_state[name]), name
+    for buffer, value in whole_state.items():
+        assert torch.equal(value, piece_state[buffer]), buffer
 
 
 def _recorder() -> tuple[list[int], object]:

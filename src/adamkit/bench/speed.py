@@ -4,10 +4,10 @@ foreach AdamW, on the same parameters, in one process.
 Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)`` and
 ``torch.optim.AdamW(foreach=True)`` (A B C A B C ...). Step times are medians; a ratio is the
 median of the ratios of each round, so that drifts of the machine hit both sides alike. The
-first step (which includes compiling) is reported separately. For every candidate the table gives the step time,
-its ratio to fused AdamW, the bytes it must move per parameter (read parameter, gradient and
-state, write parameter and state) and the fraction of the measured memory bandwidth that
-implies. With ``--state-dtype`` (bfloat16, say) each optimizer is also timed against itself on
+first step (which includes compiling) is reported separately. For every candidate the table
+gives the step time, its ratio to fused AdamW, the bytes it must move per parameter (read
+parameter, gradient and state, write parameter and state) and the fraction of the measured
+memory bandwidth that implies. With ``--state-dtype`` (bfloat16, say) each optimizer is also timed against itself on
 float32 state, interleaved the same way.
 """
 
@@ -164,12 +164,19 @@ def measure_set(
     count = len(base)
 
     def table_row(
-        label: str, t: list[float], fused_t: list[float], foreach_t: list[float], **facts: Any
+        label: str,
+        t: list[float],
+        fused_t: list[float],
+        foreach_t: list[float],
+        *,
+        first: float,
+        bytes_pp: float,
+        peak: int,
     ) -> dict[str, Any]:
-        out = row(set_name, label, t, fused_t, facts["first"], facts["bytes_pp"], n, bandwidth)
+        out = row(set_name, label, t, fused_t, first, bytes_pp, n, bandwidth)
         out["ratio_to_foreach"] = median_ratio(t, foreach_t)
         out["per_tensor_us"] = statistics.median(t) / count * 1e6
-        out["peak_extra_bytes_per_param"] = facts["peak"] / n
+        out["peak_extra_bytes_per_param"] = peak / n
         return out
 
     foreach_peak, fused_peak = peak_step_bytes(foreach.step), peak_step_bytes(fused.step)

@@ -41,15 +41,17 @@ class GroupProgram:
         self.params, self.active, self.states, self.stages = list(params), active, states, stages
         self.roundings, self.offset = roundings, offset
         self.pointers = [p.data_ptr() for p in active]
-        stored = [
-            (plan.state, n, t)
-            for stage in stages
-            for plan in stage.plans
-            for n, t in plan.stored.items()
-        ]
-        # (state dicts, names, tensors), checked with map: a generator per entry cost about
-        # a microsecond per tensor per step with 1000 small tensors
-        self.stored = tuple(map(list, zip(*stored, strict=True))) if stored else ([], [], [])
+        # every stored state tensor as three parallel lists, which fits() checks with map (a
+        # generator per entry was a visible share of a step with 1000 small tensors)
+        self.stored_in: list[dict[str, Any]] = []
+        self.stored_names: list[str] = []
+        self.stored_tensors: list[torch.Tensor] = []
+        for stage in stages:
+            for plan in stage.plans:
+                for name, tensor in plan.stored.items():
+                    self.stored_in.append(plan.state)
+                    self.stored_names.append(name)
+                    self.stored_tensors.append(tensor)
         self.steps = [st["step"] for st in states]
 
     def fits(
@@ -67,7 +69,13 @@ class GroupProgram:
             and _same_objects(active, self.active)
             and _same_objects(map(state.get, active), self.states)
             and [p.data_ptr() for p in active] == self.pointers
-            and all(map(operator.is_, map(dict.get, *self.stored[:2]), self.stored[2]))
+            and all(
+                map(
+                    operator.is_,
+                    map(dict.get, self.stored_in, self.stored_names),
+                    self.stored_tensors,
+                )
+            )
             and [st["step"] for st in self.states] == self.steps
         )
 

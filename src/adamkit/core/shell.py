@@ -373,9 +373,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         backend = hyper["backend"]
         if backend == "auto":
             backend = os.environ.get("ADAMKIT_BACKEND", "auto")
-            if backend == "auto" and not worth_compiling(
-                len(active), lambda: sum(p.numel() for p in active)
-            ):
+            if backend == "auto" and not worth_compiling(active):
                 return False
         return backend != "eager" and compiler_available()
 

@@ -42,8 +42,8 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
 
 # log1p(e) on [0, 1] as a polynomial in u = 2e − 1: the degree-9 Chebyshev interpolant, in
 # monomial form, lowest degree first. Its error is 2^−27.3 in exact arithmetic; evaluated in
-# float32 it adds about one ulp of ln 2. With e^{−βx} it replaces the vectorized log, which
-# took 40 % of a compiled SAdam step on a CPU; float64 keeps the exact log.
+# float32 it adds about one ulp of ln 2. With e^{−βx} it replaces the vectorized log, the
+# costliest part of a compiled SAdam step on a CPU; float64 keeps the exact log.
 LOG1P_UNIT_COEFFICIENTS: tuple[float, ...] = (
     0.4054651038987732,
     0.33333333461362513,
@@ -68,9 +68,8 @@ def log1p_unit(e: torch.Tensor) -> torch.Tensor:
     terms = [u * c_odd + c_even for c_even, c_odd in _pairs(LOG1P_UNIT_COEFFICIENTS)]
     power = u * u  # the power of u that separates consecutive terms
     while len(terms) > 1:
-        terms = [low + high * power for low, high in _pairs(terms)] + terms[
-            len(terms) - len(terms) % 2 :
-        ]
+        paired = [low + high * power for low, high in _pairs(terms)]
+        terms = paired + terms[2 * len(paired) :]  # an odd last term waits for the next level
         if len(terms) > 1:
             power = power * power
     return terms[0]
