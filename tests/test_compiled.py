@@ -424,6 +424,27 @@ def test_calls_with_huge_tensors_recompute_instead_of_keeping_temporaries(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_no_optimizer_keeps_a_tensor_sized_temporary_in_calls_that_recompute(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call with a huge tensor (LARGE_NUMEL lowered) must not keep any intermediate the size
+    # of the tensor: inductor stores a reused intermediate instead of recomputing it once it
+    # reads more than a few buffers, which stored scalars count towards.
+    from adamkit.bench.speed import peak_step_bytes
+
+    monkeypatch.setattr(compiled, "LARGE_NUMEL", 1000)
+    params = make_params(torch.float32, ((300, 250),))
+    opt = adamkit.create(name, params, backend="compiled")
+    grads = grad_stream(params)
+    for i in range(2):
+        params[0].grad = grads(i)[0].float()
+        opt.step()
+    assert all(call.recompute for call in calls(opt))
+    assert peak_step_bytes(opt.step) < 300 * 250  # < 1 byte per element
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCALAR_STATE)
 def test_merged_tensors_keep_their_scalar_state_per_tensor(name: str) -> None:
     # A segmentable rule with one-element state (AdamW-mini-SF's ‖g‖ EMA, Adam-mini's one-block v)

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from adamkit.core import hoist
+from adamkit.core.hoist import hoist_scalars
+
 try:
     from torch._inductor.codegen import cpp as _cpp
 except ImportError:  # pragma: no cover - a torch without inductor's C++ backend
@@ -152,9 +155,9 @@ def cache_tag_options() -> dict[str, Any]:
 
     class AdjustedCodegenTag(CustomGraphPass):
         def __call__(self, graph: Any) -> None:
-            return None
+            hoist_scalars(graph)
 
         def uuid(self) -> bytes:
-            return get_hash_for_files((__file__,))
+            return get_hash_for_files((__file__, hoist.__file__))
 
     return {"post_grad_custom_post_pass": AdjustedCodegenTag()}

@@ -1,0 +1,123 @@
+"""The scalar arithmetic of a compiled step, computed once per call instead of once per vector.
+
+A rule combines the step's numbers (0-d tensors) before it uses them on whole tensors:
+SAdam's β/√(1 − β2^t) and its reciprocal, B_Adam's mean|θ|·η/(1 − β1^t). Inductor inlines
+such a 0-d expression into every loop that reads it, and the C++ compiler cannot hoist it out
+of the loop (the scalars are loaded through a pointer that the loop's stores might alias), so
+each vector of 16 elements recomputed several scalar divisions: a quarter of a compiled SAdam
+step. :func:`hoist_scalars` is a graph pass that marks each 0-d result of arithmetic read by
+a larger tensor with :func:`computed_once`, whose lowering stores it in a buffer that the
+loops load. The values are the same operations in the same order, so the bits are too.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@torch.library.custom_op("adamkit::computed_once", mutates_args=())
+def computed_once(x: Tensor) -> Tensor:
+    """x, stored once by a compiled graph rather than recomputed where it is read."""
+    return x.clone()
+
+
+@computed_once.register_fake
+def _(x: Tensor) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _lowering_registered() -> bool:
+    """Teach inductor that :func:`computed_once` stores its input (False where it cannot be
+    taught: the op then runs as an external call, still right but slower, so the pass is off)."""
+    try:
+        from torch._inductor.lowering import register_lowering
+    except ImportError:  # pragma: no cover - a torch without inductor
+        return False
+
+    @register_lowering(torch.ops.adamkit.computed_once.default)
+    def _store(x: Any) -> Any:
+        x.realize()
+        return x
+
+    return True
+
+
+LOWERED = _lowering_registered()
+
+
+# Scalar operations that take many cycles (a division is about ten); the rest (adds, products,
+# compares, selects) cost less to recompute than a stored value costs inductor: every buffer a
+# loop reads counts towards its limit of reads, past which it stores a reused intermediate
+# the size of the tensor instead of recomputing it.
+_COSTLY = frozenset(
+    getattr(torch.ops.aten, name)
+    for name in (
+        "div",
+        "reciprocal",
+        "sqrt",
+        "rsqrt",
+        "pow",
+        "exp",
+        "exp2",
+        "expm1",
+        "log",
+        "log1p",
+        "log2",
+        "sin",
+        "cos",
+        "tanh",
+        "sigmoid",
+        "atan2",
+        "fmod",
+        "remainder",
+    )
+)
+
+
+def _is_scalar(node: torch.fx.Node) -> bool:
+    value = node.meta.get("val")
+    return isinstance(value, Tensor) and value.dim() == 0
+
+
+def _scalar_arithmetic(node: torch.fx.Node) -> bool:
+    """A 0-d result of an operation on 0-d tensors (and sizes): not a view (a view's read is a
+    single load) and not a reduction (inductor stores its result anyway)."""
+    if node.op != "call_function" or not _is_scalar(node):
+        return False
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload) or target.is_view:
+        return False
+    inputs = [n for n in node.all_input_nodes if isinstance(n.meta.get("val"), Tensor)]
+    return all(_is_scalar(n) for n in inputs)
+
+
+def _read_by_a_larger_tensor(node: torch.fx.Node) -> bool:
+    return any(isinstance(u.meta.get("val"), Tensor) and not _is_scalar(u) for u in node.users)
+
+
+def hoist_scalars(graph: torch.fx.Graph) -> None:
+    """Mark with :func:`computed_once` every 0-d arithmetic result that a larger tensor reads
+    and whose inlined computation would include a costly operation (not counting what an
+    already marked input computes)."""
+    if not LOWERED:
+        return
+    costly: dict[torch.fx.Node, bool] = {}
+    for node in list(graph.nodes):
+        if not _scalar_arithmetic(node):
+            continue
+        inlined = [n for n in node.all_input_nodes if costly.get(n, False)]
+        costly[node] = node.target.overloadpacket in _COSTLY or bool(inlined)
+        if not (costly[node] and _read_by_a_larger_tensor(node)):
+            continue
+        with graph.inserting_after(node):
+            stored = graph.call_function(torch.ops.adamkit.computed_once.default, (node,))
+        stored.meta["val"] = node.meta["val"]
+        node.replace_all_uses_with(
+            stored, delete_user_cb=functools.partial(operator.is_not, stored)
+        )
+        costly[node] = False  # its readers load it

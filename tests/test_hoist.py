@@ -1,0 +1,80 @@
+"""The graph pass that computes a compiled step's costly scalar arithmetic once per call."""
+
+from __future__ import annotations
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from adamkit.core.hoist import computed_once, hoist_scalars
+
+STORED = torch.ops.adamkit.computed_once.default
+
+
+def traced(fn, *args):  # type: ignore[no-untyped-def]
+    return make_fx(fn)(*args)
+
+
+def stored_inputs(gm: torch.fx.GraphModule) -> list[str]:
+    """The targets of the nodes that the pass stored."""
+    return [str(n.args[0].target) for n in gm.graph.nodes if n.target is STORED]
+
+
+def test_a_costly_scalar_read_by_a_tensor_is_stored_and_cheap_ones_are_not() -> None:
+    def step(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ratio = k[0] / k[1]  # costly, read by x: stored
+        shift = 1 - k[2]  # cheap: recomputed where it is read
+        return x * ratio + shift + x * k[3]  # k[3] is a view: a single load
+
+    x, k = torch.randn(10), torch.tensor([3.0, 7.0, 0.25, 2.0])
+    gm = traced(step, x, k)
+    hoist_scalars(gm.graph)
+    gm.recompile()
+    assert stored_inputs(gm) == ["aten.div.Tensor"]
+    torch.testing.assert_close(gm(x, k), step(x, k), rtol=0, atol=0)
+
+
+def test_a_cheap_scalar_over_a_costly_one_is_stored_once_at_the_costly_one() -> None:
+    def step(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        root = torch.sqrt(k[0])
+        return x * root + x * (root * 2)  # the product reads the stored root: not stored again
+
+    x, k = torch.randn(10), torch.tensor([9.0])
+    gm = traced(step, x, k)
+    hoist_scalars(gm.graph)
+    gm.recompile()
+    assert stored_inputs(gm) == ["aten.sqrt.default"]
+    torch.testing.assert_close(gm(x, k), step(x, k), rtol=0, atol=0)
+
+
+def test_scalars_read_only_by_scalars_and_reductions_are_left_alone() -> None:
+    def step(x: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = x.abs().sum() / x.numel()  # a reduction's result divided: stored
+        counter = k[0] / k[1]  # read by nothing larger: left alone
+        return x / mean, counter
+
+    x, k = torch.randn(10), torch.tensor([1.0, 3.0])
+    gm = traced(step, x, k)
+    hoist_scalars(gm.graph)
+    gm.recompile()
+    assert stored_inputs(gm) == ["aten.div.Tensor"]
+    [stored] = [n for n in gm.graph.nodes if n.target is STORED]
+    assert str(stored.args[0].args[0].target) == "aten.sum.default"
+    for a, b in zip(gm(x, k), step(x, k), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_computed_once_is_a_copy_in_eager_mode() -> None:
+    x = torch.tensor(2.5)
+    y = computed_once(x)
+    assert torch.equal(x, y) and y.data_ptr() != x.data_ptr()
+
+
+def test_adamkit_compiles_with_the_pass() -> None:
+    from adamkit.core.codegen import cache_tag_options
+
+    def step(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return x * (k[0] / k[1])
+
+    gm = traced(step, torch.randn(4), torch.tensor([1.0, 2.0]))
+    cache_tag_options()["post_grad_custom_post_pass"](gm.graph)
+    assert stored_inputs(gm) == ["aten.div.Tensor"]
