@@ -35,7 +35,13 @@ Function = Callable[..., None]
 # serial loops; with dynamic threads every loop gets a parallel region sized at run time.
 # Size asserts are off: a graph is only called directly on a call object that Dynamo's guards
 # have checked, whose tensors keep their sizes and strides (see the module docstring).
-INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True, "size_asserts": False}
+# Multiplies and adds are contracted into fused multiply-adds (one rounding instead of two), which
+# halves the arithmetic of the polynomials that make compute-bound rules (SAdam's softplus).
+INDUCTOR_OPTIONS = {
+    "cpp.dynamic_threads": True,
+    "size_asserts": False,
+    "cpp.enable_floating_point_contract_flag": "fast",
+}
 # The sources a directly called graph may read: the chunk body's arguments, their items, and
 # the sizes, strides and offsets of those tensors.
 _SOURCE = re.compile(
