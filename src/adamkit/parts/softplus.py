@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -20,10 +21,11 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
 
     A new tensor. With β a Python number (eager) this is torch's softplus kernel (one pass for
     both transcendental functions); a traced β (a 0-d tensor) takes the second form, which the
-    compiler fuses. There, in float32, log1p(e) for e = e^{−βx} ∈ (0, 1] is a polynomial
-    (:func:`log1p_unit`): within 2 ulp of sp_β(x) ≥ ln2/β, and a vectorized log or log1p would
-    cost more than the rest of the step. Float64 keeps log(1 + e), whose rounding of 1 + e
-    costs at most half an ulp of 1 in absolute terms.
+    compiler fuses. There, in float32, e = e^{−βx} ∈ (0, 1] and log1p(e) are polynomials
+    (:func:`exp_float32`, :func:`log1p_unit`) that the compiler inlines: the vectorized exp
+    and log are calls, which cost more than the rest of the step and keep the compiler from
+    fusing multiplies and adds around them. Float64 keeps exp and log(1 + e), whose rounding
+    of 1 + e costs at most half an ulp of 1 in absolute terms.
     """
     if isinstance(beta, (int, float)):
         # The kernel evaluates e^{βx} in every lane; above the threshold it returns x, but an
@@ -36,8 +38,38 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
         return x + torch.exp(x * -beta).add_(1.0).log_().div_(beta)
     # e^{−βx} is clipped at e^{−40} (sp_β(x) = x there, see EXACT_THRESHOLD) so that it
     # never turns subnormal, which costs a microcode assist per lane.
-    e = torch.exp(torch.clamp(x * -beta, min=-EXACT_THRESHOLD))
+    e = exp_float32(torch.clamp(x * -beta, min=-EXACT_THRESHOLD))
     return x + log1p_unit(e) * beta.reciprocal()
+
+
+# e^r on |r| ≤ ln2/2: the degree-6 Chebyshev interpolant, in monomial form, lowest degree
+# first. Its relative error is 2^−28 in exact arithmetic.
+EXP_REDUCED_COEFFICIENTS: tuple[float, ...] = (
+    0.9999999999999997,
+    1.0000000377162146,
+    0.5000000047117752,
+    0.16666415514648764,
+    0.0416663528964736,
+    0.00837512639865325,
+    0.001394110846129596,
+)
+# ln 2 split for Cody and Waite's reduction: n·LN2_HIGH is exact in float32 for |n| < 2^15.
+LN2_HIGH = 0.693359375
+LN2_LOW = -2.1219444005469057e-4
+
+
+def exp_float32(z: torch.Tensor) -> torch.Tensor:
+    """e^z for float32 z in [−80, 80], within 2 ulp, as a new tensor, in operations that a
+    compiler inlines and vectorizes.
+
+    z = n·ln2 + r with n = round(z/ln2) and |r| ≤ ln2/2; e^r is a polynomial
+    (:data:`EXP_REDUCED_COEFFICIENTS`) and 2^n is built from its exponent bits, (n + 127)·2^23
+    read as a float32 (n + 127 ∈ [11, 243] here, a normal number).
+    """
+    n = torch.floor(z * (1 / math.log(2)) + 0.5)
+    r = z - n * LN2_HIGH - n * LN2_LOW
+    power = ((n + 127.0) * 8388608.0).to(torch.int32).view(torch.float32)
+    return polynomial(r, EXP_REDUCED_COEFFICIENTS) * power
 
 
 # log1p(e) on [0, 1] as a polynomial in u = 2e − 1: the degree-9 Chebyshev interpolant, in
@@ -59,13 +91,20 @@ LOG1P_UNIT_COEFFICIENTS: tuple[float, ...] = (
 
 
 def log1p_unit(e: torch.Tensor) -> torch.Tensor:
-    """log1p(e) for 0 ≤ e ≤ 1 to float32 accuracy (absolute error below 2^−23), as a new tensor.
+    """log1p(e) for 0 ≤ e ≤ 1 to float32 accuracy (absolute error below 2^−23), as a new
+    tensor: :data:`LOG1P_UNIT_COEFFICIENTS` in u = 2e − 1."""
+    return polynomial(e * 2.0 - 1.0, LOG1P_UNIT_COEFFICIENTS)
 
-    Estrin's scheme: pairs c_i + c_{i+1}·u, combined with u², u⁴, u⁸. Its chains of dependent
-    operations are a third as long as Horner's, and a CPU overlaps them.
+
+def polynomial(u: torch.Tensor, coefficients: Sequence[float]) -> torch.Tensor:
+    """Σ c_i·u^i (lowest degree first) by Estrin's scheme, as a new tensor.
+
+    Pairs c_i + c_{i+1}·u are combined with u², u⁴, u⁸: the chains of dependent operations
+    are a third as long as Horner's, and a CPU overlaps them.
     """
-    u = e * 2.0 - 1.0
-    terms = [u * c_odd + c_even for c_even, c_odd in _pairs(LOG1P_UNIT_COEFFICIENTS)]
+    terms: list[Any] = [u * c_odd + c_even for c_even, c_odd in _pairs(coefficients)]
+    if len(coefficients) % 2:
+        terms.append(coefficients[-1])
     power = u * u  # the power of u that separates consecutive terms
     while len(terms) > 1:
         paired = [low + high * power for low, high in _pairs(terms)]
