@@ -37,10 +37,14 @@ Function = Callable[..., None]
 # have checked, whose tensors keep their sizes and strides (see the module docstring).
 # Multiplies and adds are contracted into fused multiply-adds (one rounding instead of two), which
 # halves the arithmetic of the polynomials that make compute-bound rules (SAdam's softplus).
+# An intermediate read twice is recomputed unless it reads more than 16 buffers (inductor's
+# default is 4): a stored one is a temporary the size of the tensors, and a merged call's
+# segment indices and per-segment statistics count as reads (B_Adam kept its new v).
 INDUCTOR_OPTIONS = {
     "cpp.dynamic_threads": True,
     "size_asserts": False,
     "cpp.enable_floating_point_contract_flag": "fast",
+    "realize_reads_threshold": 16,
 }
 # The sources a directly called graph may read: the chunk body's arguments, their items, and
 # the sizes, strides and offsets of those tensors.
