@@ -37,15 +37,17 @@ Function = Callable[..., None]
 # have checked, whose tensors keep their sizes and strides (see the module docstring).
 # Multiplies and adds are contracted into fused multiply-adds (one rounding instead of two), which
 # halves the arithmetic of the polynomials that make compute-bound rules (SAdam's softplus).
-# An intermediate read twice is recomputed unless it reads more than 16 buffers (inductor's
-# default is 4): a stored one is a temporary the size of the tensors, and a merged call's
-# segment indices and per-segment statistics count as reads (B_Adam kept its new v).
 INDUCTOR_OPTIONS = {
     "cpp.dynamic_threads": True,
     "size_asserts": False,
     "cpp.enable_floating_point_contract_flag": "fast",
-    "realize_reads_threshold": 16,
 }
+# In calls that recompute (``k["recompute"]``: huge tensors, merged ones) an intermediate read
+# twice is recomputed unless it reads more than 16 buffers (inductor's default is 4): a stored
+# one is a temporary the size of the tensors, and a merged call's segment indices and
+# per-segment statistics count as reads (B_Adam kept its new v). Other calls keep inductor's
+# choice, which keeps LAMB's direction between its norm's pass and its update's.
+RECOMPUTE_OPTIONS = {"realize_reads_threshold": 16}
 # The sources a directly called graph may read: the chunk body's arguments, their items, and
 # the sizes, strides and offsets of those tensors.
 _SOURCE = re.compile(
@@ -126,6 +128,7 @@ class Configuration:
         # which graph served the last call through Dynamo, per thread (optimizers of one
         # configuration may step in several threads)
         self.last = threading.local()
+        self.options = RECOMPUTE_OPTIONS if bindings["STATIC"].get("recompute") else {}
         self.dynamo = torch.compile(
             _configured(number, bindings), backend=self.capture, dynamic=True, fullgraph=True
         )
@@ -137,7 +140,7 @@ class Configuration:
         sources = [n.meta["grapharg"].source.name for n in gm.graph.find_nodes(op="placeholder")]
         reader = _input_reader(sources)
         with adjusted_codegen():
-            options = {**INDUCTOR_OPTIONS, **cache_tag_options()}
+            options = {**INDUCTOR_OPTIONS, **self.options, **cache_tag_options()}
             compiled = compile_fx(gm, example_inputs, config_patches=options)
         graph = Graph(compiled, reader) if reader is not None else None
 
