@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import adamkit
 from adamkit.bench import speed
 
 
@@ -83,3 +84,30 @@ def test_interleaved_steps_in_rounds_and_ratios_are_per_round() -> None:
     # a drift that doubles both sides in one round leaves the per-round ratio alone
     assert median_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == 0.5
     assert median_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("name", "state_dtype", "expected"),
+    [
+        ("adamw", None, 28.0),  # read θ, g, m, v; write θ, m, v
+        ("lamb", None, 44.0),  # and a pass that reads θ, g, m, v for the norms
+        ("lamb", "bfloat16", 32.0),  # 12 + 2·(2 + 2) + (4 + 4 + 2 + 2)
+        ("b_adam", None, 52.0),  # 44, and mean|θ|, mean|u| read θ and u
+    ],
+)
+def test_bytes_per_param_count_the_reductions_own_pass(
+    name: str, state_dtype: str | None, expected: float
+) -> None:
+    params = [torch.nn.Parameter(torch.randn(64, 32))]
+    hyper = {} if state_dtype is None else {"state_dtype": state_dtype}
+    opt = adamkit.create(name, params, backend="eager", **hyper)
+    params[0].grad = torch.randn(64, 32)
+    opt.step()
+    assert speed.min_bytes_per_param(opt, params) == expected
+
+
+@pytest.mark.parametrize("name", adamkit.available())
+def test_prepass_reads_name_tensors_the_optimizer_has(name: str) -> None:
+    cls = adamkit.optimizer_class(name)
+    known = {"param", "grad", *(b.name for b in cls.buffers)}
+    assert set(cls.prepass_reads) <= known

@@ -6,9 +6,10 @@ Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)``
 median of the ratios of each round, so that drifts of the machine hit both sides alike. The
 first step (which includes compiling) is reported separately. For every candidate the table
 gives the step time, its ratio to fused AdamW, the bytes it must move per parameter (read
-parameter, gradient and state, write parameter and state) and the fraction of the measured
-memory bandwidth that implies. With ``--state-dtype`` (bfloat16, say) each optimizer is also timed against itself on
-float32 state, interleaved the same way.
+parameter, gradient and state, write parameter and state, and read what the rule's
+whole-tensor reductions read in a pass of their own, ``prepass_reads``) and the fraction of
+the measured memory bandwidth that implies. With ``--state-dtype`` (bfloat16, say) each
+optimizer is also timed against itself on float32 state, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def compiler_startup_seconds() -> float:
 
 
 def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
-    """Read parameter and gradient, read and write every state tensor, write the parameter."""
+    """Read parameter and gradient, read and write every state tensor, write the parameter;
+    plus what the rule's whole-tensor reductions read in a pass before the update
+    (``prepass_reads``)."""
     state = sum(
         v.numel() * v.element_size()
         for p in params
@@ -89,6 +92,11 @@ def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) 
         if torch.is_tensor(v)
     )
     moved = sum(3 * p.numel() * p.element_size() for p in params) + 2 * state
+    for name in getattr(opt, "prepass_reads", ()):
+        for p in params:
+            read = p if name in ("param", "grad") else opt.state[p].get(name)
+            if torch.is_tensor(read):
+                moved += read.numel() * read.element_size()
     return moved / sum(p.numel() for p in params)
 
 

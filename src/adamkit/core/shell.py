@@ -119,6 +119,10 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     # On 1-D tensors the rule is element-wise (per-channel statistics of a vector are per element,
     # a centralization of a vector is skipped): small vectors may be concatenated.
     vectors_elementwise: ClassVar[bool] = False
+    # The tensors ("param", "grad" or buffer names) that the rule's whole-tensor reductions
+    # read in a pass of their own before the update's (LAMB's norms): `adamkit speed` counts
+    # them in the bytes a step must move. Per-row statistics, whose rows stay in cache, do not.
+    prepass_reads: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ declaration hooks
     @staticmethod

@@ -84,6 +84,7 @@ class AdamWMiniSF(AdamkitOptimizer):
 
     name = "adamw_mini_sf"
     segmentable = True
+    prepass_reads = ("grad",)  # ‖g‖
     hypers = MINI_SF_HYPERS
     buffers = (
         Buffer("exp_avg"),

@@ -48,6 +48,7 @@ class BAdam(AdamkitOptimizer):
 
     name = "b_adam"
     segmentable = True
+    prepass_reads = ("param", "update")  # mean|θ|, mean|u_{t-1}|
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.99),

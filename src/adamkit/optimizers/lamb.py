@@ -34,6 +34,7 @@ class LAMB(AdamkitOptimizer):
 
     name = "lamb"
     segmentable = True
+    prepass_reads = ("param", "grad", "exp_avg", "exp_avg_sq")  # ‖θ‖, ‖u(g, m, v)‖
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.999),

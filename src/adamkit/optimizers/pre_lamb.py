@@ -30,6 +30,7 @@ class PreLAMB(AdamkitOptimizer):
 
     name = "pre_lamb"
     segmentable = True
+    prepass_reads = ("param", "grad")  # RMS(θ), RMS(g)
     hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 

@@ -36,6 +36,7 @@ class SUAdam(AdamkitOptimizer):
 
     name = "su_adam"
     segmentable = True
+    prepass_reads = ("param",)  # mean|θ|
     hypers: tuple[Hyper, ...] = (
         hp.lr(1e-3),
         hp.adam_betas(0.9, 0.99),

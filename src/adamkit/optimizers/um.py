@@ -44,6 +44,7 @@ class UM(AdamkitOptimizer):
 
     name = "um"
     segmentable = True
+    prepass_reads = ("grad", "exp_avg")  # RMS(m̂)
     hypers = MOMENTUM_HYPERS
     buffers = (Buffer("exp_avg"),)
 
