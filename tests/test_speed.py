@@ -111,3 +111,22 @@ def test_prepass_reads_name_tensors_the_optimizer_has(name: str) -> None:
     cls = adamkit.optimizer_class(name)
     known = {"param", "grad", *(b.name for b in cls.buffers)}
     assert set(cls.prepass_reads) <= known
+
+
+def test_candidates_are_timed_after_rectification() -> None:
+    # The warm-up takes the steps before RAdam's rectification (ρ_t > 5 from t = 6 with the
+    # default β2), so the first timed step runs the rectified branch; it times the first step.
+    from adamkit.parts.adaptive import rectifier
+
+    assert rectifier(0.999, speed.WARMUP_STEPS)[0] > 5.0
+    assert rectifier(0.999, speed.WARMUP_STEPS - 1)[0] <= 5.0
+
+    class Counting:
+        steps = 0
+
+        def step(self) -> None:
+            self.steps += 1
+
+    counting = Counting()
+    assert speed.warm_up(counting) >= 0.0  # type: ignore[arg-type]
+    assert counting.steps == speed.WARMUP_STEPS
