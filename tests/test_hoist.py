@@ -78,3 +78,14 @@ def test_adamkit_compiles_with_the_pass() -> None:
     gm = traced(step, torch.randn(4), torch.tensor([1.0, 2.0]))
     cache_tag_options()["post_grad_custom_post_pass"](gm.graph)
     assert stored_inputs(gm) == ["aten.div.Tensor"]
+
+
+def test_importing_adamkit_leaves_inductors_lowerings_unloaded() -> None:
+    # The lowering is registered by the pass, inside inductor: `import adamkit` does not pay
+    # for importing inductor's lowerings (about a second).
+    import subprocess
+    import sys
+
+    code = "import sys, adamkit; print('torch._inductor.lowering' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

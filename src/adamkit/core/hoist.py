@@ -31,9 +31,12 @@ def _(x: Tensor) -> Tensor:
     return torch.empty_like(x)
 
 
-def _lowering_registered() -> bool:
-    """Teach inductor that :func:`computed_once` stores its input (False where it cannot be
-    taught: the op then runs as an external call, still right but slower, so the pass is off)."""
+@functools.cache
+def lowering_registered() -> bool:
+    """Teach inductor, once, that :func:`computed_once` stores its input (False where it cannot
+    be taught: the op would then run as an external call, still right but slower, so the pass
+    is off). Called by the pass, which runs inside inductor: importing inductor's lowerings
+    costs about a second, which ``import adamkit`` does not pay."""
     try:
         from torch._inductor.lowering import register_lowering
     except ImportError:  # pragma: no cover - a torch without inductor
@@ -45,9 +48,6 @@ def _lowering_registered() -> bool:
         return x
 
     return True
-
-
-LOWERED = _lowering_registered()
 
 
 # Scalar operations that take many cycles (a division is about ten); the rest (adds, products,
@@ -104,7 +104,7 @@ def hoist_scalars(graph: torch.fx.Graph) -> None:
     """Mark with :func:`computed_once` every 0-d arithmetic result that a larger tensor reads
     and whose inlined computation would include a costly operation (not counting what an
     already marked input computes)."""
-    if not LOWERED:
+    if not lowering_registered():
         return
     costly: dict[torch.fx.Node, bool] = {}
     for node in list(graph.nodes):
