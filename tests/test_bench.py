@@ -252,3 +252,30 @@ def test_param_groups_weight_decay_skips_biases_and_norms() -> None:
     assert [tuple(p.shape) for p in groups[0]["params"]] == [(4, 3), (2, 4)]
     named = adamkit.param_groups_weight_decay(model, 0.1, no_decay=("2.weight",), named=True)
     assert [n for n, _ in named[0]["params"]] == ["0.weight"]
+
+
+def test_terminate_signal_writes_what_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM is handled like Ctrl-C while the runs go on, and the previous handler comes back.
+    import os
+    import signal
+
+    real_execute = bench_main.execute
+    calls = {"n": 0}
+
+    def terminated_on_the_fourth_run(job: tuple) -> dict:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_execute(job)
+
+    monkeypatch.setattr(bench_main, "execute", terminated_on_the_fourth_run)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "terminated"
+    args = ["--optimizers", "adamw", "--tasks", "digits-mlp", "--steps", "5", "--workers", "0"]
+    bench_main.main([*args, "--out", str(out)])
+    assert signal.getsignal(signal.SIGTERM) is before
+    results = load(out)
+    assert results["meta"]["interrupted"] is True
+    assert 0 < len(results["runs"]) < 8

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -188,6 +190,20 @@ def describe_run(record: dict[str, Any]) -> str:
     )
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM (``kill``, a job scheduler's stop) handled like Ctrl-C while the runs go on: the
+    report of the runs that finished is written and the workers are shut down, instead of the
+    process dying with its workers left behind. The previous handler, to restore; None where
+    handlers cannot be set (not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> Path:
     optimizers = names_or_exit(args.optimizers, adamkit.available(), "optimizer")
     tasks = names_or_exit(args.tasks, list(ALL_TASKS), "task")
@@ -246,6 +262,7 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> P
         if args.workers == 0
         else ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn"))
     )
+    previous_handler = _terminate_as_interrupt()
     pending: dict[Future, tuple[str, Any]] = {pool.submit(execute, job): job for job in jobs}
     try:
         while pending:
@@ -287,6 +304,9 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> P
         pool.shutdown(wait=False, cancel_futures=True)
     else:
         pool.shutdown()
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     progress.close()
     from adamkit.bench.report import write_report
 
