@@ -10,8 +10,12 @@ from adamkit.core.hoist import computed_once, hoist_scalars
 STORED = torch.ops.adamkit.computed_once.default
 
 
-def traced(fn, *args):  # type: ignore[no-untyped-def]
-    return make_fx(fn)(*args)
+def hoisted(fn, *args):  # type: ignore[no-untyped-def]
+    """``fn`` traced to an aten graph on ``args``, with the pass applied."""
+    gm = make_fx(fn)(*args)
+    hoist_scalars(gm.graph)
+    gm.recompile()
+    return gm
 
 
 def stored_inputs(gm: torch.fx.GraphModule) -> list[str]:
@@ -26,9 +30,7 @@ def test_a_costly_scalar_read_by_a_tensor_is_stored_and_cheap_ones_are_not() -> 
         return x * ratio + shift + x * k[3]  # k[3] is a view: a single load
 
     x, k = torch.randn(10), torch.tensor([3.0, 7.0, 0.25, 2.0])
-    gm = traced(step, x, k)
-    hoist_scalars(gm.graph)
-    gm.recompile()
+    gm = hoisted(step, x, k)
     assert stored_inputs(gm) == ["aten.div.Tensor"]
     torch.testing.assert_close(gm(x, k), step(x, k), rtol=0, atol=0)
 
@@ -39,9 +41,7 @@ def test_a_cheap_scalar_over_a_costly_one_is_stored_once_at_the_costly_one() -> 
         return x * root + x * (root * 2)  # the product reads the stored root: not stored again
 
     x, k = torch.randn(10), torch.tensor([9.0])
-    gm = traced(step, x, k)
-    hoist_scalars(gm.graph)
-    gm.recompile()
+    gm = hoisted(step, x, k)
     assert stored_inputs(gm) == ["aten.sqrt.default"]
     torch.testing.assert_close(gm(x, k), step(x, k), rtol=0, atol=0)
 
@@ -53,9 +53,7 @@ def test_scalars_read_only_by_scalars_and_reductions_are_left_alone() -> None:
         return x / mean, counter
 
     x, k = torch.randn(10), torch.tensor([1.0, 3.0])
-    gm = traced(step, x, k)
-    hoist_scalars(gm.graph)
-    gm.recompile()
+    gm = hoisted(step, x, k)
     assert stored_inputs(gm) == ["aten.div.Tensor"]
     [stored] = [n for n in gm.graph.nodes if n.target is STORED]
     assert str(stored.args[0].args[0].target) == "aten.sum.default"
@@ -75,7 +73,7 @@ def test_adamkit_compiles_with_the_pass() -> None:
     def step(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return x * (k[0] / k[1])
 
-    gm = traced(step, torch.randn(4), torch.tensor([1.0, 2.0]))
+    gm = make_fx(step)(torch.randn(4), torch.tensor([1.0, 2.0]))
     cache_tag_options()["post_grad_custom_post_pass"](gm.graph)
     assert stored_inputs(gm) == ["aten.div.Tensor"]
 

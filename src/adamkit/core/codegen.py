@@ -6,7 +6,8 @@ how fast the generated code runs (or whether it compiles at all), never what it 
 (:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct when it
 runs on several threads.
 Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
-pass that changes nothing but whose uuid, a hash of this file, enters the cache key.
+pass whose uuid, a hash of this file and of :mod:`adamkit.core.hoist`, enters the cache key;
+the pass itself is :func:`~adamkit.core.hoist.hoist_scalars`.
 """
 
 from __future__ import annotations

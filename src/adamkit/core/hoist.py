@@ -4,10 +4,10 @@ A rule combines the step's numbers (0-d tensors) before it uses them on whole te
 SAdam's β/√(1 − β2^t) and its reciprocal, B_Adam's mean|θ|·η/(1 − β1^t). Inductor inlines
 such a 0-d expression into every loop that reads it, and the C++ compiler cannot hoist it out
 of the loop (the scalars are loaded through a pointer that the loop's stores might alias), so
-each vector of 16 elements recomputed several scalar divisions: a quarter of a compiled SAdam
-step. :func:`hoist_scalars` is a graph pass that marks each 0-d result of arithmetic read by
-a larger tensor with :func:`computed_once`, whose lowering stores it in a buffer that the
-loops load. The values are the same operations in the same order, so the bits are too.
+each vector of 16 elements recomputed several scalar divisions. :func:`hoist_scalars` is a
+graph pass that marks each costly 0-d result read by a larger tensor with
+:func:`computed_once`, whose lowering stores it in a buffer that the loops load. The values
+are the same operations in the same order, so the bits are too.
 """
 
 from __future__ import annotations
