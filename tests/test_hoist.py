@@ -46,6 +46,23 @@ def test_a_cheap_scalar_over_a_costly_one_is_stored_once_at_the_costly_one() -> 
     torch.testing.assert_close(gm(x, k), step(x, k), rtol=0, atol=0)
 
 
+def test_the_stochastic_rounding_key_is_stored_once() -> None:
+    # stream_key's integer hash (shifts, inductor's branchy scalar code) is stored where the
+    # element loop reads it, not recomputed for each vector
+    from adamkit.core.rounding import random_bits, stream_key
+
+    def bits(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        return random_bits(x, stream_key(7, 3, 1, step))
+
+    x, step = torch.zeros(10, dtype=torch.int32), torch.tensor(5)
+    gm = hoisted(bits, x, step)
+    [stored] = [n for n in gm.graph.nodes if n.target is STORED]
+    assert all(
+        not isinstance(u.meta["val"], torch.Tensor) or u.meta["val"].dim() for u in stored.users
+    )
+    assert torch.equal(gm(x, step), bits(x, step))
+
+
 def test_scalars_read_only_by_scalars_and_reductions_are_left_alone() -> None:
     def step(x: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = x.abs().sum() / x.numel()  # a reduction's result divided: stored

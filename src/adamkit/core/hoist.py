@@ -50,10 +50,11 @@ def lowering_registered() -> bool:
     return True
 
 
-# Scalar operations that take many cycles (a division is about ten); the rest (adds, products,
-# compares, selects) cost less to recompute than a stored value costs inductor: every buffer a
-# loop reads counts towards its limit of reads, past which it stores a reused intermediate
-# the size of the tensor instead of recomputing it.
+# Scalar operations that take many cycles (a division is about ten; inductor emits each
+# integer shift as a branch on its range, and a chain of them is the stochastic rounding's
+# key); the rest (adds, products, compares, selects) cost less to recompute than a stored
+# value costs inductor: every buffer a loop reads counts towards its limit of reads, past which
+# it stores a reused intermediate the size of the tensor instead of recomputing it.
 _COSTLY = frozenset(
     getattr(torch.ops.aten, name)
     for name in (
@@ -75,6 +76,10 @@ _COSTLY = frozenset(
         "atan2",
         "fmod",
         "remainder",
+        "__rshift__",
+        "__lshift__",
+        "bitwise_right_shift",
+        "bitwise_left_shift",
     )
 )
 
