@@ -183,6 +183,21 @@ def test_guarded_helpers_give_the_same_values_compiled_and_eager() -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_traced_ema_is_lerp_bit_for_bit(dtype: torch.dtype) -> None:
+    # compiled, ema_ writes lerp's formula for weights below 1/2 instead of calling lerp
+    from adamkit.core.graphs import INDUCTOR_OPTIONS
+    from adamkit.parts.moments import ema_
+
+    compiled = torch.compile(ema_, fullgraph=True, dynamic=True, options=INDUCTOR_OPTIONS)
+    gen = torch.Generator().manual_seed(0)
+    m, g = (torch.randn(1003, generator=gen, dtype=dtype) for _ in range(2))
+    for beta in (0.6, 0.9, 0.999):
+        b = torch.tensor(beta, dtype=dtype)
+        assert torch.equal(compiled(m.clone(), g, b), m.clone().lerp_(g, 1 - b))
+
+
 @pytest.mark.parametrize("shape", [(0,), (1,), (7,), (1 << 18,), ((1 << 18) + 1,), (700, 1500)])
 def test_mean_abs_in_chunks_equals_the_one_norm(shape: tuple[int, ...]) -> None:
     # the eager CPU mean|x| sums |x| chunk by chunk; it must be ‖x‖₁/n, also for a transposed x

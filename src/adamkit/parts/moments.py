@@ -11,6 +11,11 @@ Scalars = dict[str, Any]
 
 def ema_(buf: torch.Tensor, x: torch.Tensor, beta: Any) -> torch.Tensor:
     """In place: buf ← β·buf + (1 − β)·x."""
+    if torch.compiler.is_compiling():
+        # lerp's own formula for weights below 1/2 (β > 1/2, every default), so the same
+        # values; a traced lerp evaluates both of its branches and selects between them, five
+        # vector operations instead of two, which compute-bound steps (SAdam) pay for.
+        return buf.add_((x - buf) * (1 - beta))
     return buf.lerp_(x, 1 - beta)
 
 
