@@ -6,19 +6,27 @@ import pytest
 import torch
 
 import adamkit
-from adamkit.core import pieces, reduce
+from adamkit.core import execute, pieces, reduce
+from adamkit.registry import available, optimizer_class
 
-# the optimizers whose eager rule runs its element-wise part in pieces (after its reductions)
-PIECEWISE = ("b_adam", "su_adam")
+# the optimizers whose eager rule runs its element-wise part in pieces (after its reductions),
+# and those whose whole eager step runs in pieces (element-wise rules)
+ELEMENTWISE = tuple(n for n in available() if optimizer_class(n).elementwise)
+PIECEWISE = ("b_adam", "su_adam", *ELEMENTWISE)
 
 
 def _steps(
-    name: str, numel: int, dtype: torch.dtype, piece: int, monkeypatch: pytest.MonkeyPatch
+    name: str,
+    numel: int,
+    dtype: torch.dtype,
+    piece: int,
+    monkeypatch: pytest.MonkeyPatch,
+    **options: object,
 ) -> tuple:
     monkeypatch.setattr(pieces, "PIECE", piece)
     gen = torch.Generator().manual_seed(3)
     p = torch.nn.Parameter(torch.randn(numel, generator=gen, dtype=dtype) * 0.02)
-    opt = adamkit.create(name, [p], lr=1e-2, weight_decay=0.01, backend="eager")
+    opt = adamkit.create(name, [p], lr=1e-2, weight_decay=0.01, backend="eager", **options)
     for _ in range(4):
         p.grad = torch.randn(numel, generator=gen, dtype=dtype)
         opt.step()
@@ -37,6 +45,24 @@ def test_in_pieces_equals_the_whole_tensor_bit_for_bit(
     assert torch.equal(whole_p, piece_p)
     for buffer, value in whole_state.items():
         assert torch.equal(value, piece_state[buffer]), buffer
+
+
+def test_elementwise_steps_with_rounded_state_are_not_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # stochastic rounding draws its bits by index in the whole tensor: pieces would change them
+    calls: list[int] = []
+    split = pieces.in_pieces
+
+    def counting(fn, tensors):  # type: ignore[no-untyped-def]
+        calls.append(next(iter(tensors.values())).numel())
+        return split(fn, tensors)
+
+    monkeypatch.setattr(execute, "in_pieces", counting)
+    _steps("sadam", 5000, torch.float32, 1024, monkeypatch, state_dtype=torch.bfloat16)
+    assert calls == []
+    _steps("sadam", 5000, torch.float32, 1024, monkeypatch)
+    assert calls == [5000] * 4
 
 
 def _recorder() -> tuple[list[int], object]:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 from adamkit.core import reduce
+from adamkit.core.codecs import Plain
+from adamkit.core.pieces import in_pieces
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import stream_key
@@ -65,6 +67,36 @@ def update_one(
         codec.store(state, name, s[name], key)
     key = stream_key(seed, index, PARAM_STREAM, t) if pcodec.random else 0
     pcodec.store(slot, "param", new_p, key)
+
+
+def update_one_in_pieces(
+    rule: Rule,
+    slot: dict[str, torch.Tensor],
+    grad: torch.Tensor,
+    state: dict[str, torch.Tensor],
+    codecs: Mapping[str, Codec],
+    pcodec: Codec,
+    k: Mapping[str, Any],
+    index: Any,
+    exact: torch.dtype,
+) -> None:
+    """:func:`update_one` for an element-wise rule, run on consecutive pieces of the tensors
+    (:func:`adamkit.core.pieces.in_pieces`) so that each operation's temporaries stay in cache
+    instead of being fresh tensor-sized allocations. Only where the parameter and its buffers
+    are stored in the compute dtype: a rounding codec draws its random bits by the element's
+    index in the whole tensor. Elsewhere, and where pieces do not apply, at once."""
+    plain = all(type(c) is Plain and c.dtype == exact for c in (pcodec, *codecs.values()))
+    if not plain or set(slot) != {"param"}:
+        update_one(rule, slot, grad, state, codecs, pcodec, k, index, exact)
+        return
+
+    def step_piece(t: Mapping[str, torch.Tensor]) -> None:
+        pieces_state = {name: t[name] for name in codecs}
+        update_one(
+            rule, {"param": t["param"]}, t["grad"], pieces_state, codecs, pcodec, k, index, exact
+        )
+
+    in_pieces(step_piece, {"param": slot["param"], "grad": grad, **{n: state[n] for n in codecs}})
 
 
 def _first_of_each(values: torch.Tensor, segments: Segments) -> torch.Tensor:
