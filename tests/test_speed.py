@@ -49,9 +49,15 @@ def test_speed_writes_a_row_per_optimizer(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert r["step_ms"] > 0 and r["ratio_to_fused"] > 0 and r["ratio_to_foreach"] > 0
         assert r["per_tensor_us"] == pytest.approx(r["step_ms"] * 1e3 / 2)
         assert r["peak_extra_bytes_per_param"] >= 0
+        # the baselines of the rounds paired with the row, shown with its ratios
+        assert r["fused_adamw_ms"] > 0 and r["foreach_adamw_ms"] > 0
+        assert f"(fused {r['fused_adamw_ms']:6.2f} ms)" in speed.format_row(r)
     assert rows["torch AdamW(fused)"]["ratio_to_fused"] == 1.0
     table = (out / "speed.md").read_text()
     assert "| tiny | ademamix |" in table
+    header, rule, *body = [line for line in table.splitlines() if line.startswith("|")]
+    assert "fused AdamW ms" in header and "foreach AdamW ms" in header
+    assert all(line.count("|") == header.count("|") == rule.count("|") for line in body)
     assert results["compiler_startup_s"] is None  # the eager backend compiles nothing
 
 

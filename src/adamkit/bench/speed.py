@@ -5,10 +5,12 @@ Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)``
 ``torch.optim.AdamW(foreach=True)`` (A B C A B C ...). Step times are medians; a ratio is the
 median of the ratios of each round, so that drifts of the machine hit both sides alike. The
 first step (which includes compiling) is reported separately. For every candidate the table
-gives the step time, its ratio to fused AdamW, the bytes it must move per parameter (read
-parameter, gradient and state, write parameter and state, and read what the rule's
-whole-tensor reductions read in a pass of their own, ``prepass_reads``) and the fraction of
-the measured memory bandwidth that implies. With ``--state-dtype`` (bfloat16, say) each
+gives the step time, its ratios to fused and foreach AdamW with their median times in the
+rounds paired with it (memory-bound steps follow the machine's memory traffic and
+compute-bound ones do not, so a ratio is read with its baseline), the bytes it must move per
+parameter (read parameter, gradient and state, write parameter and state, and read what the
+rule's whole-tensor reductions read in a pass of their own, ``prepass_reads``) and the
+fraction of the measured memory bandwidth that implies. With ``--state-dtype`` (bfloat16, say) each
 optimizer is also timed against itself on float32 state, interleaved the same way.
 """
 
@@ -199,6 +201,7 @@ def measure_set(
     ) -> dict[str, Any]:
         out = row(set_name, label, t, fused_t, first, bytes_pp, n, bandwidth)
         out["ratio_to_foreach"] = median_ratio(t, foreach_t)
+        out["foreach_adamw_ms"] = statistics.median(foreach_t) * 1e3
         out["per_tensor_us"] = statistics.median(t) / count * 1e6
         out["peak_extra_bytes_per_param"] = peak / n
         return out
@@ -288,9 +291,11 @@ def row(
 
 def format_row(r: dict[str, Any]) -> str:
     return (
-        f"{r['set']:6s} {r['optimizer']:32s} {r['step_ms']:9.2f} ms  x{r['ratio_to_fused']:5.2f}  "
+        f"{r['set']:6s} {r['optimizer']:32s} {r['step_ms']:9.2f} ms  x{r['ratio_to_fused']:5.2f} "
+        f"(fused {r['fused_adamw_ms']:6.2f} ms)  "
         f"{r['bytes_per_param']:5.1f} B/p  {100 * r['bandwidth_fraction']:5.1f}% bw  "
-        f"foreach x{r['ratio_to_foreach']:5.2f}  {r['per_tensor_us']:7.2f} us/tensor  "
+        f"foreach x{r['ratio_to_foreach']:5.2f} ({r['foreach_adamw_ms']:7.2f} ms)  "
+        f"{r['per_tensor_us']:7.2f} us/tensor  "
         f"peak +{r['peak_extra_bytes_per_param']:5.2f} B/p  first {r['first_step_s']:6.2f} s"
         + (
             f"  vs float32 state x{r['ratio_to_float32_state']:5.2f}"
@@ -306,7 +311,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"torch {results['torch']}, {results['threads']} threads, {results['cpu']}; "
         f"measured bandwidth {results['bandwidth_gbs']:.1f} GB/s; medians of {results['repeats']} "
-        "rounds, each stepping the optimizer, fused AdamW and foreach AdamW in turn. "
+        "rounds, each stepping the optimizer, fused AdamW and foreach AdamW in turn; the "
+        "AdamW times are the medians of the rounds paired with that row (they move with the "
+        "machine's memory traffic and C allocator, so a ratio is read with its baseline). "
         + (
             f"torch.compile's start-up, once per process before the first step: "
             f"{results['compiler_startup_s']:.2f} s."
@@ -314,15 +321,17 @@ def markdown(results: dict[str, Any]) -> str:
             else ""
         ),
         "",
-        "| set | optimizer | step ms | ratio to fused AdamW | ratio to foreach AdamW "
+        "| set | optimizer | step ms | ratio to fused AdamW | fused AdamW ms "
+        "| ratio to foreach AdamW | foreach AdamW ms "
         "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s "
         "| ratio to float32 state |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['set']} | {r['optimizer']} | {r['step_ms']:.2f} | {r['ratio_to_fused']:.2f} | "
-            f"{r['ratio_to_foreach']:.2f} | {r['per_tensor_us']:.2f} | "
+            f"{r['fused_adamw_ms']:.2f} | {r['ratio_to_foreach']:.2f} | "
+            f"{r['foreach_adamw_ms']:.2f} | {r['per_tensor_us']:.2f} | "
             f"{r['bytes_per_param']:.1f} | {100 * r['bandwidth_fraction']:.0f}% | "
             f"{r['peak_extra_bytes_per_param']:.2f} | {r['first_step_s']:.2f} | "
             + (f"{r['ratio_to_float32_state']:.2f} |" if "ratio_to_float32_state" in r else "— |")
