@@ -10,8 +10,8 @@ rounds paired with it (memory-bound steps follow the machine's memory traffic an
 compute-bound ones do not, so a ratio is read with its baseline), the bytes it must move per
 parameter (read parameter, gradient and state, write parameter and state, and read what the
 rule's whole-tensor reductions read in a pass of their own, ``prepass_reads``) and the
-fraction of the measured memory bandwidth that implies. With ``--state-dtype`` (bfloat16, say) each
-optimizer is also timed against itself on float32 state, interleaved the same way.
+fraction of the measured memory bandwidth that implies. With ``--state-dtype`` (bfloat16,
+say) each optimizer is also timed against itself on float32 state, interleaved the same way.
 """
 
 from __future__ import annotations

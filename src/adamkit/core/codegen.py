@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from adamkit.core import hoist
-from adamkit.core.hoist import hoist_scalars
 
 try:
     from torch._inductor.codegen import cpp as _cpp
@@ -156,7 +155,7 @@ def cache_tag_options() -> dict[str, Any]:
 
     class AdjustedCodegenTag(CustomGraphPass):
         def __call__(self, graph: Any) -> None:
-            hoist_scalars(graph)
+            hoist.hoist_scalars(graph)
 
         def uuid(self) -> bytes:
             return get_hash_for_files((__file__, hoist.__file__))

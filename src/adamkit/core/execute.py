@@ -69,34 +69,28 @@ def update_one(
     pcodec.store(slot, "param", new_p, key)
 
 
-def update_one_in_pieces(
-    rule: Rule,
-    slot: dict[str, torch.Tensor],
-    grad: torch.Tensor,
-    state: dict[str, torch.Tensor],
-    codecs: Mapping[str, Codec],
-    pcodec: Codec,
-    k: Mapping[str, Any],
-    index: Any,
-    exact: torch.dtype,
+def update_plan(
+    rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any], elementwise: bool
 ) -> None:
-    """:func:`update_one` for an element-wise rule, run on consecutive pieces of the tensors
-    (:func:`adamkit.core.pieces.in_pieces`) so that each operation's temporaries stay in cache
-    instead of being fresh tensor-sized allocations. Only where the parameter and its buffers
-    are stored in the compute dtype: a rounding codec draws its random bits by the element's
-    index in the whole tensor. Elsewhere, and where pieces do not apply, at once."""
-    plain = all(type(c) is Plain and c.dtype == exact for c in (pcodec, *codecs.values()))
-    if not plain or set(slot) != {"param"}:
-        update_one(rule, slot, grad, state, codecs, pcodec, k, index, exact)
+    """The eager step of one planned tensor: :func:`update_one`. An element-wise rule runs it on
+    consecutive pieces of the tensors (:func:`adamkit.core.pieces.in_pieces`), so that each
+    operation's temporaries stay in cache instead of being fresh tensor-sized allocations;
+    only where the parameter and its buffers are stored in the compute dtype (a rounding
+    codec draws its random bits by the element's index in the whole tensor)."""
+    codecs, exact = plan.codecs, plan.exact
+    common = (codecs, plan.pcodec, k, plan.index, exact)
+    stored_as_computed = set(plan.slot) == {"param"} and all(
+        type(c) is Plain and c.dtype == exact for c in (plan.pcodec, *codecs.values())
+    )
+    if not (elementwise and stored_as_computed):
+        update_one(rule, plan.slot, grad, plan.state, *common)
         return
 
     def step_piece(t: Mapping[str, torch.Tensor]) -> None:
-        pieces_state = {name: t[name] for name in codecs}
-        update_one(
-            rule, {"param": t["param"]}, t["grad"], pieces_state, codecs, pcodec, k, index, exact
-        )
+        update_one(rule, {"param": t["param"]}, t["grad"], {n: t[n] for n in codecs}, *common)
 
-    in_pieces(step_piece, {"param": slot["param"], "grad": grad, **{n: state[n] for n in codecs}})
+    whole = {"param": plan.slot["param"], "grad": grad, **{n: plan.state[n] for n in codecs}}
+    in_pieces(step_piece, whole)
 
 
 def _first_of_each(values: torch.Tensor, segments: Segments) -> torch.Tensor:

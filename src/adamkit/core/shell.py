@@ -44,7 +44,7 @@ from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.codecs import Plain
 from adamkit.core.compiled import CompiledPath, compiler_available, worth_compiling
-from adamkit.core.execute import Plan, real_view, update_one, update_one_in_pieces
+from adamkit.core.execute import Plan, real_view, update_plan
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import (
     ROUNDINGS,
@@ -306,20 +306,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return by_step
 
     def _update_eagerly(self, plans: list[Plan], k: Scalars, t: int | None) -> None:
-        update = update_one_in_pieces if self.elementwise else update_one
         for plan in plans:
-            grad = real_view(plan.p.grad)
-            update(
-                self.rule,
-                plan.slot,
-                grad,
-                plan.state,
-                plan.codecs,
-                plan.pcodec,
-                k,
-                plan.index,
-                plan.exact,
-            )
+            update_plan(self.rule, plan, real_view(plan.p.grad), k, self.elementwise)
             if t is not None:
                 plan.state["step"] = t
 

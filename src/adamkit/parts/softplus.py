@@ -71,7 +71,7 @@ def exp_float32(z: torch.Tensor) -> torch.Tensor:
     # n + 127 + 2^23 is exact and its low mantissa bits are n + 127; shifted left by 23 they
     # land in the exponent field and the rest overflows away. A float-to-int conversion would
     # do the same, but inductor 2.13 converts 32-lane vectors (loops with bfloat16 state)
-    # element by element, which made such steps a third slower than with float32 state.
+    # element by element: a fifth of a bfloat16 SAdam step went there.
     biased = (n + (127.0 + 2.0**23)).view(torch.int32)
     power = (biased << 23).view(torch.float32)
     return polynomial(r, EXP_REDUCED_COEFFICIENTS) * power
