@@ -31,8 +31,9 @@ from typing import Any
 
 import torch
 
-from adamkit.core.execute import Plan, real_view
+from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
+from adamkit.core.reduce import Segments
 
 # Jobs per compiled call: more jobs, fewer calls (~20 us each) but a longer first compile
 # (Dynamo traces every job), which grows faster for rules with reductions; 4 and 2 keep a
@@ -217,13 +218,35 @@ class Merged(_Call):
         self.indices = torch.tensor(indices, dtype=torch.int64, device=device)
 
     def run(self, config: Configuration, scalars: Any) -> None:
+        self.copy_in()
+        self.invoke(config, self.tensors, scalars)
+        self.copy_out()
+
+    def step_eagerly(self, rule: Any, k: Mapping[str, Any]) -> None:
+        """The same job on the eager path: :func:`update_one` on the flat buffers, with the
+        step's numbers as Python numbers."""
+        first, tensors = self.plans[0], self.tensors
+        segments = Segments(*tensors[-3:]) if self.kind == "segmented" else None
+        n_slot, n_state = len(first.slot_names), len(first.state_names)
+        slot = dict(zip(first.slot_names, tensors[:n_slot], strict=True))
+        state = dict(zip(first.state_names, tensors[n_slot : n_slot + n_state], strict=True))
+        common = (first.codecs, first.pcodec, k, first.index, first.exact)
+        self.copy_in()
+        scalars = first.scalar_names if segments is not None else ()
+        update_one(rule, slot, tensors[n_slot + n_state], state, *common, segments, scalars)
+        self.copy_out()
+
+    def copy_in(self) -> None:
+        """Parameters and gradients (and state stored with them) into the flat buffers."""
         for buffer, views, sources in self.copied:
             _gather(buffer, views, sources, self.vectors)
         grads = [p.grad for p in self.params]
         if self.complex:
             grads = [real_view(g) for g in grads]  # type: ignore[arg-type]
         _gather(self.grad, self.grad_views, grads, self.vectors)  # type: ignore[arg-type]
-        self.invoke(config, self.tensors, scalars)
+
+    def copy_out(self) -> None:
+        """The updated parameters (and state stored with them) back from the flat buffers."""
         for _, views, sources in self.copied:
             torch._foreach_copy_(sources, views)
 
@@ -252,12 +275,10 @@ class Bucket:
         self.calls: list[Call] = []
         if dummies is None:
             return
-        small = [p for p in plans if p.state_views[0].numel() <= MERGE_NUMEL] if merge else []
-        if len(small) >= 2:
+        small = mergeable_small(plans, merge)
+        if small:
             segmented = merge == "segmented"
             self.calls.append(Merged(small, [] if segmented else dummies, segmented))
-        else:
-            small = []
         merged = set(map(id, small))
         # huge tensors last, so that they share calls (which recompute) with few others
         large = [p for p in plans if id(p) not in merged]
@@ -265,6 +286,33 @@ class Bucket:
         size = len(dummies)
         for start in range(0, len(large), size):
             self.calls.append(Chunk(large[start : start + size], dummies))
+
+
+def by_signature(plans: list[Plan]) -> tuple[list[list[Plan]], list[Plan]]:
+    """The plans grouped by signature, and those without one (one by one on the eager path)."""
+    groups: dict[tuple, list[Plan]] = {}
+    alone: list[Plan] = []
+    for plan in plans:
+        if plan.signature is None:
+            alone.append(plan)
+        else:
+            groups.setdefault(plan.signature, []).append(plan)
+    return list(groups.values()), alone
+
+
+def mergeable_small(plans: list[Plan], merge: str | None) -> list[Plan]:
+    """The plans of one signature to merge (``merge`` from :func:`bucket_merge`): those of at
+    most ``MERGE_NUMEL`` elements, when there are at least two."""
+    small = [p for p in plans if p.state_views[0].numel() <= MERGE_NUMEL] if merge else []
+    return small if len(small) >= 2 else []
+
+
+def bucket_merge(opt: Any, plans: list[Plan]) -> str | None:
+    """How the plans of one signature may be merged (see :func:`merge_kind`), if every one of
+    them allows it."""
+    kind = merge_kind(opt, plans[0].slot["param"].ndim)
+    scalars = kind == "segmented"
+    return kind if kind and all(p.mergeable(scalars) for p in plans) else None
 
 
 def merge_kind(opt: Any, ndim: int) -> str | None:
@@ -281,18 +329,10 @@ class Arrangement:
     compiled path cannot take (left for the eager path)."""
 
     def __init__(self, path: CompiledPath, opt: Any, plans: list[Plan], hyper: Any) -> None:
-        by_signature: dict[tuple, list[Plan]] = {}
-        self.eager: list[Plan] = []
-        for plan in plans:
-            if plan.signature is None:
-                self.eager.append(plan)
-            else:
-                by_signature.setdefault(plan.signature, []).append(plan)
+        buckets, self.eager = by_signature(plans)
         self.buckets = []
-        for bucket in by_signature.values():
-            kind = merge_kind(opt, bucket[0].slot["param"].ndim)
-            scalars = kind == "segmented"
-            merge = kind if kind and all(p.mergeable(scalars) for p in bucket) else None
+        for bucket in buckets:
+            merge = bucket_merge(opt, bucket)
             self.buckets.append(Bucket(bucket, path.dummies(opt, bucket[0], hyper, merge), merge))
 
 

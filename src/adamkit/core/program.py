@@ -1,5 +1,5 @@
-"""A group's compiled work kept from step to step: one :class:`Stage` per step value, reused by
-:class:`GroupProgram` while the group still fits it."""
+"""A group's arranged work (compiled or eager) kept from step to step: one :class:`Stage` per
+step value, reused by :class:`GroupProgram` while the group still fits it."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from typing import Any
 import torch
 
 from adamkit.core.compiled import Arrangement
+from adamkit.core.eager import EagerArrangement
 from adamkit.core.execute import Plan
 
 
 class Stage:
-    """The parameters of a group that take step ``t`` next, arranged for the compiled path."""
+    """The parameters of a group that take step ``t`` next, arranged for the group's path."""
 
     __slots__ = ("plans", "t", "work")
 
-    def __init__(self, t: int, plans: list[Plan], work: Arrangement) -> None:
+    def __init__(self, t: int, plans: list[Plan], work: Arrangement | EagerArrangement) -> None:
         self.t, self.plans, self.work = t, plans, work
 
 
@@ -37,9 +38,10 @@ class GroupProgram:
         stages: list[Stage],
         roundings: tuple[str, str],
         offset: int,
+        compiled: bool,
     ) -> None:
         self.params, self.active, self.states, self.stages = list(params), active, states, stages
-        self.roundings, self.offset = roundings, offset
+        self.roundings, self.offset, self.compiled = roundings, offset, compiled
         self.pointers = [p.data_ptr() for p in active]
         # every stored state tensor as three parallel lists, which fits() checks with map (a
         # generator per entry was a visible share of a step with 1000 small tensors)

@@ -44,6 +44,7 @@ from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.codecs import Plain
 from adamkit.core.compiled import CompiledPath, compiler_available, worth_compiling
+from adamkit.core.eager import EagerPath
 from adamkit.core.execute import Plan, real_view, update_plan
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import (
@@ -277,12 +278,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             for name in self.declared_hypers():
                 group[name] = hyper[name]
             self.begin_group_step(group, hyper)
-            if self._use_compiled(hyper, active):
-                self._run_compiled(group, hyper, active, offset)
-            else:
-                for t, plans in self._plans_by_step(group, hyper, active, offset).items():
-                    k = self.step_scalars(hyper, t, group)
-                    self._update_eagerly(plans, k, t)
+            self._run_arranged(group, hyper, active, offset, self._use_compiled(hyper, active))
             offset += len(group["params"])
 
     def _plans_by_step(
@@ -305,35 +301,41 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             )
         return by_step
 
-    def _update_eagerly(self, plans: list[Plan], k: Scalars, t: int | None) -> None:
+    def _update_eagerly(self, plans: list[Plan], k: Scalars) -> None:
         for plan in plans:
             update_plan(self.rule, plan, real_view(plan.p.grad), k, self.elementwise)
-            if t is not None:
-                plan.state["step"] = t
 
-    def _run_compiled(
+    def _run_arranged(
         self,
         group: dict[str, Any],
         hyper: dict[str, Any],
         active: list[torch.Tensor],
         offset: int,
+        compiled: bool,
     ) -> None:
-        """Step a group on the compiled path, reusing its arranged work while it fits."""
-        fast: CompiledPath = self.__dict__.setdefault("_fast", CompiledPath())
+        """Step a group on the compiled or the eager path, reusing its arranged work (merged
+        small tensors, compiled calls) while it fits; plans the path leaves are stepped one by
+        one."""
+        fast = self.__dict__.setdefault("_fast", CompiledPath())
+        path: CompiledPath | EagerPath = fast if compiled else EagerPath()
         programs: dict[int, GroupProgram] = self.__dict__.setdefault("_programs", {})
         roundings = (hyper["state_rounding"], hyper["param_rounding"])
         params = group["params"]
         program = programs.pop(id(group), None)
-        if program is None or not program.fits(params, active, self.state, roundings, offset):
+        if (
+            program is None
+            or program.compiled != compiled
+            or not program.fits(params, active, self.state, roundings, offset)
+        ):
             by_step = self._plans_by_step(group, hyper, active, offset)
             stages = [
-                Stage(t, plans, fast.arrange(self, plans, hyper)) for t, plans in by_step.items()
+                Stage(t, plans, path.arrange(self, plans, hyper)) for t, plans in by_step.items()
             ]
             states = [self.state[p] for p in active]
-            program = GroupProgram(params, active, states, stages, roundings, offset)
+            program = GroupProgram(params, active, states, stages, roundings, offset, compiled)
         for stage in program.stages:
             k = self.step_scalars(hyper, stage.t, group)
-            self._update_eagerly(fast.run(self, stage.work, k), k, None)
+            self._update_eagerly(path.run(self, stage.work, k), k)  # type: ignore[arg-type]
         program.advance()
         programs[id(group)] = program
 

@@ -1,0 +1,124 @@
+"""core.eager: the eager path merges small tensors into flat buffers; the results are the
+per-tensor results (bit for bit for element-wise rules, to rounding for per-tensor
+reductions), the state stays ordinary tensors of the parameters' shapes, and a checkpoint
+resumes exactly."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.core import compiled
+from adamkit.core.eager import EagerArrangement
+from adamkit.registry import optimizer_class
+
+NAMES = adamkit.available()
+# vectors (merged by every rule), matrices (merged by element-wise and segmented rules), a
+# scalar (never merged: one element) and one tensor above the merge limit set below
+SHAPES = ((7,), (5, 3), (9,), (1,), (4, 4), (16,), (2, 3, 2), (6,), (30, 3))
+MERGE_LIMIT = 64
+
+
+def _params(dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(5)
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype) * 0.1) for s in SHAPES]
+
+
+def _run(
+    name: str, merge: bool, monkeypatch: pytest.MonkeyPatch, steps: int = 4, **options: object
+) -> tuple[list[torch.nn.Parameter], adamkit.AdamkitOptimizer]:
+    monkeypatch.setattr(compiled, "MERGE_NUMEL", MERGE_LIMIT if merge else 0)
+    params = _params()
+    opt = adamkit.create(name, params, lr=1e-2, weight_decay=0.01, backend="eager", **options)
+    gen = torch.Generator().manual_seed(6)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        opt.step()
+    return params, opt
+
+
+def _merged_calls(opt: adamkit.AdamkitOptimizer) -> list[compiled.Merged]:
+    return [
+        call
+        for program in opt._programs.values()  # type: ignore[attr-defined]
+        for stage in program.stages
+        if isinstance(stage.work, EagerArrangement)
+        for call in stage.work.merged
+    ]
+
+
+def _state(opt: adamkit.AdamkitOptimizer, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {n: t for n, t in opt.state[p].items() if torch.is_tensor(t) and n != "step"}
+
+
+def _elementwise_on(name: str, shape: tuple[int, ...]) -> bool:
+    cls = optimizer_class(name)
+    return cls.elementwise or (len(shape) == 1 and cls.vectors_elementwise)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_merged_eager_steps_equal_the_per_tensor_steps(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone, opt_alone = _run(name, False, monkeypatch)
+    merged, opt_merged = _run(name, True, monkeypatch)
+    assert _merged_calls(opt_merged), "nothing was merged"
+    assert not _merged_calls(opt_alone)
+    for a, b in zip(alone, merged, strict=True):
+        states = (_state(opt_alone, a), _state(opt_merged, b))
+        if _elementwise_on(name, tuple(a.shape)):
+            assert torch.equal(a, b), a.shape
+            for buffer, value in states[0].items():
+                assert torch.equal(value, states[1][buffer]), (a.shape, buffer)
+        else:  # per-tensor reductions summed in another order
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+            for buffer, value in states[0].items():
+                torch.testing.assert_close(value, states[1][buffer], rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb", "adam_mini"])
+def test_merged_eager_state_is_shaped_and_resumes_exactly(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (the shapes of the state are the per-tensor path's: see the test above)
+    params, opt = _run(name, True, monkeypatch, steps=3)
+    assert _merged_calls(opt)
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    clones = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    resumed = adamkit.create(name, clones, lr=1e-2, weight_decay=0.01, backend="eager")
+    saved.seek(0)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(2):
+        for p, q in zip(params, clones, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            q.grad = p.grad.clone()
+        opt.step()
+        resumed.step()
+    for p, q in zip(params, clones, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_state_replaced_by_the_user_is_used_and_merged_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a state tensor replaced between steps must be read, not the flat buffer's stale copy
+    params, opt = _run("adam", True, monkeypatch, steps=2)
+    ref, ref_opt = _run("adam", False, monkeypatch, steps=2)
+    monkeypatch.setattr(compiled, "MERGE_NUMEL", MERGE_LIMIT)
+    for o, p in ((opt, params[0]), (ref_opt, ref[0])):
+        o.state[p]["exp_avg"] = o.state[p]["exp_avg"] * 0.5
+    gen = torch.Generator().manual_seed(8)
+    for p, q in zip(params, ref, strict=True):
+        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        q.grad = p.grad.clone()
+    opt.step()
+    ref_opt.step()
+    for p, q in zip(params, ref, strict=True):
+        assert torch.equal(p, q)
+    assert _merged_calls(opt)
