@@ -120,6 +120,17 @@ def channel_rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x, dim=channel_dims(x), keepdim=True) / math.sqrt(per_channel)
 
 
+def channel_mean_square(x: torch.Tensor) -> torch.Tensor:
+    """mean(x²) per output channel (dim 0), shaped (C, 1, 1, ...); eagerly from the norm, so
+    without an x² temporary."""
+    if x.ndim <= 1:
+        return x * x
+    if torch.compiler.is_compiling():
+        return torch.mean(x * x, dim=channel_dims(x), keepdim=True)
+    norm = torch.linalg.vector_norm(x, dim=channel_dims(x), keepdim=True)
+    return norm.square_().div_(x[0].numel())
+
+
 def channel_mean(x: torch.Tensor) -> torch.Tensor:
     """mean(x) per output channel (dim 0), shaped (C, 1, 1, ...)."""
     return x.mean(dim=channel_dims(x), keepdim=True)

@@ -12,11 +12,11 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError, Scalars, State
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import ParamInfo
-from adamkit.core.reduce import mean_square
+from adamkit.core.reduce import channel_mean_square, mean_square
 from adamkit.core.shell import real_view
-from adamkit.parts.adaptive import adam_direction, add_bias_corrections
+from adamkit.parts.adaptive import adam_denominator, add_bias_corrections
 from adamkit.parts.moments import ema_, ema_sq_
-from adamkit.parts.update import descend
+from adamkit.parts.update import descend_ratio
 from adamkit.registry import register
 
 # Name fragments of the official implementation (lower-cased substring match).
@@ -127,9 +127,14 @@ class AdamMini(AdamkitOptimizer):
         v = s["exp_avg_sq"]
         if "exp_avg_sq" in k.get("spread", ()):  # merged vectors of one block each
             v = ema_(v, mean_square(g), k["beta2"])
-            return descend(p, adam_direction(m, v, k), k)
-        if v.shape == p.shape:
-            return descend(p, adam_direction(m, ema_sq_(v, g, k["beta2"]), k), k)
-        blocks = v.shape[0]
-        v = ema_(v, g.reshape(blocks, -1).square().mean(dim=1, keepdim=True), k["beta2"])
-        return descend(p, adam_direction(m.reshape(blocks, -1), v, k).reshape(p.shape), k)
+        elif v.shape == p.shape:
+            v = ema_sq_(v, g, k["beta2"])
+        else:  # one row of p per block; the block's denominator broadcasts over its row
+            blocks = v.shape[0]
+            v = ema_(v, channel_mean_square(g.reshape(blocks, -1)), k["beta2"])
+            denom, scale = adam_denominator(v, k)
+            rows = p.view(blocks, -1) if p.is_contiguous() else p.reshape(blocks, -1)
+            descend_ratio(rows, m.reshape(blocks, -1), denom, k, scale)
+            return p if p.is_contiguous() else rows.view(p.shape)
+        denom, scale = adam_denominator(v, k)
+        return descend_ratio(p, m, denom, k, scale)

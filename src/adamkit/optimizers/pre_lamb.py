@@ -7,7 +7,7 @@ from torch import Tensor
 from adamkit.core import AdamkitOptimizer, Buffer, Scalars, State
 from adamkit.core.reduce import rms
 from adamkit.optimizers.um import MOMENTUM_HYPERS, add_momentum_correction
-from adamkit.parts.moments import ema_
+from adamkit.parts.moments import ema_scaled_
 from adamkit.parts.safe import safe_div
 from adamkit.parts.update import descend
 from adamkit.registry import register
@@ -38,5 +38,5 @@ class PreLAMB(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        g_hat = g * safe_div(rms(p), rms(g), 0.0)
-        return descend(p, ema_(s["exp_avg"], g_hat, k["beta"]) / k["bc"], k)
+        m = ema_scaled_(s["exp_avg"], g, safe_div(rms(p), rms(g), 0.0), k["beta"])  # ĝ = g·ratio
+        return descend(p, m, k, 1 / k["bc"])

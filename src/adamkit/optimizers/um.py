@@ -52,5 +52,8 @@ class UM(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        m_hat = ema_(s["exp_avg"], g, k["beta"]) / k["bc"]
-        return descend(p, m_hat / rms(m_hat).clamp_min(torch.finfo(m_hat.dtype).tiny), k)
+        m = ema_(s["exp_avg"], g, k["beta"])
+        # m̂/max(RMS(m̂), tiny) as one per-tensor factor of m (RMS(m̂) = RMS(m)/bc): no m̂
+        # temporary, which eagerly is a round trip to memory of the tensor's size.
+        bc = k["bc"]
+        return descend(p, m, k, 1 / (bc * (rms(m) / bc).clamp_min(torch.finfo(m.dtype).tiny)))

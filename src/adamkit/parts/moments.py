@@ -19,6 +19,14 @@ def ema_(buf: torch.Tensor, x: torch.Tensor, beta: Any) -> torch.Tensor:
     return buf.lerp_(x, 1 - beta)
 
 
+def ema_scaled_(buf: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, beta: Any) -> torch.Tensor:
+    """In place: buf ← β·buf + (1 − β)·scale·x, ``scale`` a 0-d tensor (a reduction); eagerly
+    without a temporary for scale·x."""
+    if torch.compiler.is_compiling():
+        return ema_(buf, x * scale, beta)
+    return buf.mul_(beta).addcmul_(x, scale, value=1 - beta)
+
+
 def ema_sq_(buf: torch.Tensor, x: torch.Tensor, beta: Any) -> torch.Tensor:
     """In place: buf ← β·buf + (1 − β)·x²."""
     return buf.mul_(beta).addcmul_(x, x, value=1 - beta)
