@@ -18,6 +18,7 @@ from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Buffer, Hyper, HyperparameterError, Scalars, State
 from adamkit.core import hparams as hp
+from adamkit.core.pieces import in_pieces
 from adamkit.core.precision import check_state_dtype, new_codec
 from adamkit.core.reduce import norm
 from adamkit.optimizers.ref_controller import check_controller, new_controller, observe
@@ -119,20 +120,34 @@ class AdamWMiniSF(AdamkitOptimizer):
         s["grad_norm_ema"] = torch.where(finite, ema, ema_prev)
         # A skipped step (non-finite ‖g‖) runs the same in-place passes with g replaced by 0 and
         # rates 0, which leave m, v and θ as they were; no full-size select is needed.
-        x = torch.where(finite, g, 0.0)  # g, or 0
-        m = s["exp_avg"].lerp_(x, _gate(finite, 1 - k["beta1"], 0.0, g))
-        v = s["exp_avg_sq"].lerp_(x.square_(), _gate(finite, 1 - k["beta2"], 0.0, g))
-        if k["legacy_fp32_denominator"]:
-            x = (v.float().sqrt() + k["eps"]).to(_legacy_storage(k, v)).to(v.dtype)
-        else:
-            x = torch.sqrt(v, out=x).add_(k["eps"])
+        rates = {
+            "m": _gate(finite, 1 - k["beta1"], 0.0, g),
+            "v": _gate(finite, 1 - k["beta2"], 0.0, g),
+            "lr": _gate(finite, lr_auto, 0.0, g),
+        }
         if k["decay_active"]:
             decay = k["weight_decay"] * (lr_auto if k["weight_decay_mode"] == "decoupled" else 1.0)
-            p.mul_(_gate(finite, 1 - decay, 1.0, g))
-        p.sub_(torch.div(m, x, out=x).mul_(_gate(finite, lr_auto, 0.0, g)))
-        if k["inject"]:
-            add_scaled_(m.mul_(1 - k["inject_alpha"]), p, k["inject_alpha"])
+            rates["keep"] = _gate(finite, 1 - decay, 1.0, g)
+        tensors = {"param": p, "g": g, "exp_avg": s["exp_avg"], "exp_avg_sq": s["exp_avg_sq"]}
+        in_pieces(lambda t: _update(t, k, finite, rates), tensors)
         return p
+
+
+def _update(t: Mapping[str, Tensor], k: Scalars, finite: Tensor, rates: dict[str, Tensor]) -> None:
+    """The element-wise part of the step, in place (the per-tensor rates are given)."""
+    p = t["param"]
+    x = torch.where(finite, t["g"], 0.0)  # g, or 0
+    m = t["exp_avg"].lerp_(x, rates["m"])
+    v = t["exp_avg_sq"].lerp_(x.square_(), rates["v"])
+    if k["legacy_fp32_denominator"]:
+        x = (v.float().sqrt() + k["eps"]).to(_legacy_storage(k, v)).to(v.dtype)
+    else:
+        x = torch.sqrt(v, out=x).add_(k["eps"])
+    if "keep" in rates:
+        p.mul_(rates["keep"])
+    p.sub_(torch.div(m, x, out=x).mul_(rates["lr"]))
+    if k["inject"]:
+        add_scaled_(m.mul_(1 - k["inject_alpha"]), p, k["inject_alpha"])
 
 
 def _gate(finite: Tensor, value: Any, skipped: float, like: Tensor) -> Tensor:

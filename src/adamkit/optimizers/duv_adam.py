@@ -10,7 +10,7 @@ from adamkit.core import hparams as hp
 from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.moments import ema_
-from adamkit.parts.safe import at_most_, safe_div
+from adamkit.parts.safe import at_most_, safe_div_finite
 from adamkit.parts.update import descend_ratio
 from adamkit.registry import register
 
@@ -46,7 +46,7 @@ class DuvAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         biggest = torch.finfo(g.dtype).max
-        deviation = at_most_(safe_div(g, s["exp_avg"], 1.0).sub_(1).square_(), biggest)
+        deviation = at_most_(safe_div_finite(g, s["exp_avg"], 1.0).sub_(1).square_(), biggest)
         m = ema_(s["exp_avg"], g, k["beta1"])
         v = ema_(s["exp_avg_sq"], deviation, k["beta2"])
         # m̂/(1 + sqrt(v̂)) = (sqrt(bc2)/bc1)·m/(sqrt(bc2) + sqrt(v)): one pass less.
