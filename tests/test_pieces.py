@@ -10,9 +10,14 @@ from adamkit.core import execute, pieces, reduce
 from adamkit.registry import available, optimizer_class
 
 # the optimizers whose eager rule runs its element-wise part in pieces (after its reductions),
-# and those whose whole eager step runs in pieces (element-wise rules)
-ELEMENTWISE = tuple(n for n in available() if optimizer_class(n).elementwise)
-PIECEWISE = ("b_adam", "su_adam", *ELEMENTWISE)
+# and those whose whole eager step runs in pieces (element-wise rules, on the vectors stepped
+# here for those element-wise on vectors only)
+ELEMENTWISE = tuple(
+    n
+    for n in available()
+    if optimizer_class(n).elementwise or optimizer_class(n).vectors_elementwise
+)
+PIECEWISE = ("b_adam", "su_adam", "adamw_mini_sf", *ELEMENTWISE)
 
 
 def _steps(
@@ -62,6 +67,21 @@ def test_elementwise_steps_with_rounded_state_are_not_split(
     _steps("sadam", 5000, torch.float32, 1024, monkeypatch, state_dtype=torch.bfloat16)
     assert calls == []
     _steps("sadam", 5000, torch.float32, 1024, monkeypatch)
+    assert calls == [5000] * 4
+
+
+def test_rules_elementwise_on_vectors_step_vectors_in_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    split = pieces.in_pieces
+
+    def counting(fn, tensors):  # type: ignore[no-untyped-def]
+        calls.append(next(iter(tensors.values())).numel())
+        return split(fn, tensors)
+
+    monkeypatch.setattr(execute, "in_pieces", counting)
+    _steps("adam_gc", 5000, torch.float32, 1024, monkeypatch)
     assert calls == [5000] * 4
 
 

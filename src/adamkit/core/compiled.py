@@ -315,11 +315,17 @@ def bucket_merge(opt: Any, plans: list[Plan]) -> str | None:
     return kind if kind and all(p.mergeable(scalars) for p in plans) else None
 
 
+def elementwise_on(opt: Any, ndim: int) -> bool:
+    """Whether the optimizer's rule is element-wise on tensors of ``ndim`` dimensions (always,
+    or on vectors for ``vectors_elementwise``)."""
+    return opt.elementwise or (ndim == 1 and opt.vectors_elementwise)
+
+
 def merge_kind(opt: Any, ndim: int) -> str | None:
     """How the optimizer's small tensors of ``ndim`` dimensions may be merged: its rule is
-    element-wise (on vectors, for ``vectors_elementwise``), or couples elements only through
-    per-tensor reductions (segmented), or neither."""
-    if opt.elementwise or (ndim == 1 and opt.vectors_elementwise):
+    element-wise (:func:`elementwise_on`), or couples elements only through per-tensor
+    reductions (segmented), or neither."""
+    if elementwise_on(opt, ndim):
         return "elementwise"
     return "segmented" if opt.segmentable else None
 

@@ -43,7 +43,12 @@ import torch
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
 from adamkit.core.codecs import Plain
-from adamkit.core.compiled import CompiledPath, compiler_available, worth_compiling
+from adamkit.core.compiled import (
+    CompiledPath,
+    compiler_available,
+    elementwise_on,
+    worth_compiling,
+)
 from adamkit.core.eager import EagerPath
 from adamkit.core.execute import Plan, real_view, update_plan
 from adamkit.core.params import as_param_list, check_group_params
@@ -303,7 +308,8 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _update_eagerly(self, plans: list[Plan], k: Scalars) -> None:
         for plan in plans:
-            update_plan(self.rule, plan, real_view(plan.p.grad), k, self.elementwise)
+            elementwise = elementwise_on(self, plan.slot["param"].ndim)
+            update_plan(self.rule, plan, real_view(plan.p.grad), k, elementwise)
 
     def _run_arranged(
         self,

@@ -6,10 +6,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Scalars, State
-from adamkit.parts.adaptive import adam_direction, add_bias_corrections
+from adamkit.optimizers.adam import Adam
+from adamkit.parts.adaptive import add_bias_corrections
 from adamkit.parts.channels import CHANNEL_BUFFERS, CHANNEL_HYPERS, rescale_to
-from adamkit.parts.moments import adam_moments
-from adamkit.parts.update import descend
 from adamkit.registry import register
 
 
@@ -39,8 +38,7 @@ class AdamAWD(AdamkitOptimizer):
 
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
-        m, v = adam_moments(g, s, k)
-        new_p = descend(p, adam_direction(m, v, k), k)
+        new_p = Adam.rule(p, g, s, k)
         if "init_rms" in s:
             new_p = rescale_to(new_p, s["init_rms"])
         return new_p

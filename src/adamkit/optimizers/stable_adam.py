@@ -5,10 +5,10 @@ from __future__ import annotations
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Scalars, State
-from adamkit.parts.adaptive import adam_direction, add_bias_corrections
+from adamkit.parts.adaptive import adam_denominator, add_bias_corrections
 from adamkit.parts.channels import CHANNEL_BUFFERS, CHANNEL_HYPERS, scale_ratio
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.update import descend
+from adamkit.parts.update import descend_ratio
 from adamkit.registry import register
 
 
@@ -42,7 +42,7 @@ class StableAdam(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
-        d = adam_direction(m, v, k)
-        if "init_rms" in s:
-            d = scale_ratio(p, s["init_rms"]) * d
-        return descend(p, d, k)
+        denom, scale = adam_denominator(v, k)
+        if "init_rms" in s:  # r·m/den as m/(den/r): no temporary for the direction
+            denom = denom.div_(scale_ratio(p, s["init_rms"]))
+        return descend_ratio(p, m, denom, k, scale)
