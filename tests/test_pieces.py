@@ -7,6 +7,7 @@ import torch
 
 import adamkit
 from adamkit.core import execute, pieces, reduce
+from adamkit.optimizers import lamb
 from adamkit.registry import available, optimizer_class
 
 # the optimizers whose eager rule runs its element-wise part in pieces (after its reductions),
@@ -83,6 +84,30 @@ def test_rules_elementwise_on_vectors_step_vectors_in_pieces(
     monkeypatch.setattr(execute, "in_pieces", counting)
     _steps("adam_gc", 5000, torch.float32, 1024, monkeypatch)
     assert calls == [5000] * 4
+
+
+@pytest.mark.parametrize("options", [{}, {"weight_decay_mode": "decoupled"}])
+def test_lamb_on_a_huge_tensor_recomputes_its_direction_in_pieces(
+    options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # above LARGE_NUMEL the eager LAMB computes u twice, piece by piece (its norm from the
+    # pieces' norms), instead of keeping a tensor-sized u: the same step to rounding
+    norms: list[int] = []
+    recorded = pieces.norm_in_pieces
+
+    def counting(fn, tensors):  # type: ignore[no-untyped-def]
+        norms.append(next(iter(tensors.values())).numel())
+        return recorded(fn, tensors)
+
+    monkeypatch.setattr(lamb, "norm_in_pieces", counting)
+    whole_p, whole_state = _steps("lamb", 5000, torch.float64, 1 << 40, monkeypatch, **options)
+    assert norms == []
+    monkeypatch.setattr(pieces, "LARGE_NUMEL", 4000)
+    piece_p, piece_state = _steps("lamb", 5000, torch.float64, 1024, monkeypatch, **options)
+    assert norms == [5000] * 4
+    torch.testing.assert_close(piece_p, whole_p, rtol=1e-12, atol=0)
+    for buffer, value in whole_state.items():
+        torch.testing.assert_close(piece_state[buffer], value, rtol=1e-12, atol=0)
 
 
 def _recorder() -> tuple[list[int], object]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from adamkit.core import pieces
 from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
 from adamkit.core.reduce import Segments
@@ -42,10 +43,9 @@ from adamkit.core.reduce import Segments
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "4"))
 REDUCING_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "2"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
-# Above this many elements a temporary of the tensor's size is above glibc's largest mmap
-# threshold (32 MB in float32), so it would be fresh pages (page faults) on every step: calls
-# with such tensors recompute intermediates rather than keep them (``k["recompute"]``).
-LARGE_NUMEL = 1 << 23
+# Calls with tensors above LARGE_NUMEL elements recompute intermediates rather than keep them
+# (``k["recompute"]``): see adamkit.core.pieces.LARGE_NUMEL.
+LARGE_NUMEL = pieces.LARGE_NUMEL
 # The innermost length of stand-ins (plus their index): inductor halves the vector width of a
 # 16-bit loop whose size hint is below one vector (32 bfloat16 lanes with AVX-512), and the
 # stand-ins are what it compiles on.

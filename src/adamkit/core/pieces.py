@@ -19,6 +19,11 @@ from adamkit.core import reduce
 # Elements per piece: 1 MB per float32 tensor, so a dozen live tensors fit in a CPU's cache
 # while each operation still splits across threads.
 PIECE = 1 << 18
+# Above this many elements a temporary of the tensor's size is above glibc's largest mmap
+# threshold (32 MB in float32), so it would be fresh pages (page faults) on every step: rules
+# recompute an intermediate they need twice instead of keeping it (compiled: ``k["recompute"]``;
+# eager: :func:`huge`).
+LARGE_NUMEL = 1 << 23
 
 
 def in_pieces(
@@ -35,6 +40,26 @@ def in_pieces(
     numel = next(iter(flat.values())).numel()
     for start in range(0, numel, PIECE):
         fn({name: t[start : start + PIECE] for name, t in flat.items()})
+
+
+def huge(tensors: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``tensors`` split into pieces (:func:`in_pieces`) and are above ``LARGE_NUMEL``
+    elements: an eager rule then recomputes, piece by piece, what it would otherwise keep."""
+    values = list(tensors.values())
+    return _splittable(values) and values[0].numel() > LARGE_NUMEL
+
+
+def norm_in_pieces(
+    fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor], tensors: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """‖fn(tensors)‖₂ as a 0-d tensor, where ``fn`` is element-wise (see :func:`in_pieces`) and
+    returns a new tensor without writing its inputs: from the norms of its pieces, or once on
+    the whole tensors (:func:`adamkit.core.reduce.norm`) where they do not split."""
+    if not _splittable(list(tensors.values())):
+        return reduce.norm(fn(tensors))
+    squares: list[torch.Tensor] = []
+    in_pieces(lambda t: squares.append(torch.linalg.vector_norm(fn(t)).square()), tensors)
+    return torch.stack(squares).sum().sqrt()
 
 
 def _splittable(tensors: list[torch.Tensor]) -> bool:

@@ -3,14 +3,18 @@ arXiv:1904.00962 (Algorithm 2)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
 from adamkit.core import AdamkitOptimizer, Hyper, Scalars, State
 from adamkit.core import hparams as hp
+from adamkit.core.pieces import huge, in_pieces, norm_in_pieces
+from adamkit.core.reduce import norm
 from adamkit.optimizers.adam import ADAM_BUFFERS
 from adamkit.parts.adaptive import adam_direction, add_bias_corrections
 from adamkit.parts.moments import adam_moments
-from adamkit.parts.trust import trust_ratio
+from adamkit.parts.trust import trust_ratio, trust_ratio_of_norms
 from adamkit.parts.update import add_scaled_, descend
 from adamkit.registry import register
 
@@ -50,17 +54,25 @@ class LAMB(AdamkitOptimizer):
     @staticmethod
     def rule(p: Tensor, g: Tensor, s: State, k: Scalars) -> Tensor:
         m, v = adam_moments(g, s, k)
+        tensors = {"param": p, "exp_avg": m, "exp_avg_sq": v}
 
-        def direction() -> Tensor:
-            u = adam_direction(m, v, k)
+        def direction(t: Mapping[str, Tensor]) -> Tensor:
+            u = adam_direction(t["exp_avg"], t["exp_avg_sq"], k)
             if k["weight_decay_mode"] == "trust_ratio":
-                add_scaled_(u, p, k["weight_decay"])
+                add_scaled_(u, t["param"], k["weight_decay"])
             return u
 
-        u = direction()
+        if huge(tensors):
+            # Eager on a huge tensor: u is computed piece by piece twice, for its norm and for
+            # the update, instead of kept as a temporary of fresh pages (see core.pieces).
+            n = norm_in_pieces(direction, tensors)
+            ratio = trust_ratio_of_norms(norm(p), n, k["trust_clamp"])
+            in_pieces(lambda t: descend(t["param"], direction(t), k, ratio), tensors)
+            return p
+        u = direction(tensors)
         ratio = trust_ratio(p, u, k["trust_clamp"])
         if k.get("recompute", False):
             # Compiled: inductor then fuses u into the norm's pass and the update's instead of
             # keeping a full-size temporary (same bytes moved, one more sqrt and division).
-            u = direction()
+            u = direction(tensors)
         return descend(p, u, k, ratio)
