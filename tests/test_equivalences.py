@@ -133,7 +133,11 @@ def test_exp_polynomial_is_within_two_ulp() -> None:
     z = torch.linspace(-80.0, 80.0, 1_000_001)
     exact = torch.exp(z.double())
     compiled = torch.compile(exp_float32, fullgraph=True, options=INDUCTOR_OPTIONS)
-    for out in (exp_float32(z), compiled(z)):
+    compiled_doubled = torch.compile(
+        lambda z: exp_float32(z, scale_log2=1), fullgraph=True, options=INDUCTOR_OPTIONS
+    )
+    halved = (exp_float32(z, scale_log2=1) / 2, compiled_doubled(z) / 2)  # 2e^z, halved exactly
+    for out in (exp_float32(z), compiled(z), *halved):
         assert out.dtype == torch.float32
         assert ((out.double() / exact - 1).abs() <= 2 * 2.0**-23).all()
 

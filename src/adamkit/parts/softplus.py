@@ -38,8 +38,8 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
         return x + torch.exp(x * -beta).add_(1.0).log_().div_(beta)
     # e^{−βx} is clipped at e^{−40} (sp_β(x) = x there, see EXACT_THRESHOLD) so that it
     # never turns subnormal, which costs a microcode assist per lane.
-    e = exp_float32(torch.clamp(x * -beta, min=-EXACT_THRESHOLD))
-    return x + log1p_unit(e) * beta.reciprocal()
+    two_e = exp_float32(torch.clamp(x * -beta, min=-EXACT_THRESHOLD), scale_log2=1)
+    return x + log1p_unit_doubled(two_e) * beta.reciprocal()
 
 
 # e^r on |r| ≤ ln2/2: the degree-6 Chebyshev interpolant, in monomial form, lowest degree
@@ -56,24 +56,28 @@ EXP_REDUCED_COEFFICIENTS: tuple[float, ...] = (
 # ln 2 split for Cody and Waite's reduction: n·LN2_HIGH is exact in float32 for |n| < 2^15.
 LN2_HIGH = 0.693359375
 LN2_LOW = -2.1219444005469057e-4
+# Adding 1.5·2^23 to a float32 of magnitude below 2^22 rounds it to an integer, which the sum
+# keeps in its low mantissa bits.
+ROUNDING_SHIFT = 1.5 * 2.0**23
 
 
-def exp_float32(z: torch.Tensor) -> torch.Tensor:
-    """e^z for float32 z in [−80, 80], within 2 ulp, as a new tensor, in operations that a
-    compiler inlines and vectorizes.
+def exp_float32(z: torch.Tensor, scale_log2: int = 0) -> torch.Tensor:
+    """2^scale_log2 · e^z for float32 z in [−80, 80] (scale_log2 ∈ {0, 1}), within 2 ulp, as a
+    new tensor, in operations that a compiler inlines and vectorizes.
 
     z = n·ln2 + r with n = round(z/ln2) and |r| ≤ ln2/2; e^r is a polynomial
-    (:data:`EXP_REDUCED_COEFFICIENTS`) and 2^n is built from its exponent bits, (n + 127)·2^23
-    read as a float32 (n + 127 ∈ [11, 243] here, a normal number).
+    (:data:`EXP_REDUCED_COEFFICIENTS`) and 2^(n + scale_log2) is built from its exponent bits:
+    t = z/ln2 + 1.5·2^23 + 127 + scale_log2 holds n + 127 + scale_log2 (in [11, 244] here, the
+    exponent field of a normal number) in its low mantissa bits, which a shift left by 23 moves
+    into the exponent field; t minus the same constant is n. One addition gives both, where
+    floor and a conversion would take three operations (and inductor 2.13 converts 32-lane
+    vectors, in loops with bfloat16 state, from float to int element by element).
     """
-    n = torch.floor(z * (1 / math.log(2)) + 0.5)
+    shift = ROUNDING_SHIFT + 127.0 + scale_log2
+    t = z * (1 / math.log(2)) + shift
+    n = t - shift
     r = z - n * LN2_HIGH - n * LN2_LOW
-    # n + 127 + 2^23 is exact and its low mantissa bits are n + 127; shifted left by 23 they
-    # land in the exponent field and the rest overflows away. A float-to-int conversion would
-    # do the same, but inductor 2.13 converts 32-lane vectors (loops with bfloat16 state)
-    # element by element: a fifth of a bfloat16 SAdam step went there.
-    biased = (n + (127.0 + 2.0**23)).view(torch.int32)
-    power = (biased << 23).view(torch.float32)
+    power = (t.view(torch.int32) << 23).view(torch.float32)
     return polynomial(r, EXP_REDUCED_COEFFICIENTS) * power
 
 
@@ -98,7 +102,12 @@ LOG1P_UNIT_COEFFICIENTS: tuple[float, ...] = (
 def log1p_unit(e: torch.Tensor) -> torch.Tensor:
     """log1p(e) for 0 ≤ e ≤ 1 to float32 accuracy (absolute error below 2^−23), as a new
     tensor: :data:`LOG1P_UNIT_COEFFICIENTS` in u = 2e − 1."""
-    return polynomial(e * 2.0 - 1.0, LOG1P_UNIT_COEFFICIENTS)
+    return log1p_unit_doubled(e * 2.0)
+
+
+def log1p_unit_doubled(two_e: torch.Tensor) -> torch.Tensor:
+    """:func:`log1p_unit` of e given 2e (which :func:`exp_float32` gives at no cost)."""
+    return polynomial(two_e - 1.0, LOG1P_UNIT_COEFFICIENTS)
 
 
 def polynomial(u: torch.Tensor, coefficients: Sequence[float]) -> torch.Tensor:
