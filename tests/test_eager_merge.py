@@ -122,3 +122,35 @@ def test_state_replaced_by_the_user_is_used_and_merged_again(
     for p, q in zip(params, ref, strict=True):
         assert torch.equal(p, q)
     assert _merged_calls(opt)
+
+
+def test_mixed_dtypes_complex_and_missing_gradients_match_per_tensor_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # float32, float64 and complex64 vectors merge by signature; a parameter without a gradient
+    # on one step leaves the merged program and comes back
+    kinds = ((5, torch.float32), (7, torch.float32), (6, torch.float64), (4, torch.float64))
+    kinds += ((3, torch.complex64), (8, torch.complex64))
+
+    def run(merge: bool) -> tuple[list[torch.nn.Parameter], adamkit.AdamkitOptimizer]:
+        monkeypatch.setattr(compiled, "MERGE_NUMEL", MERGE_LIMIT if merge else 0)
+        gen = torch.Generator().manual_seed(9)
+        params = [torch.nn.Parameter(torch.randn(n, generator=gen, dtype=d)) for n, d in kinds]
+        opt = adamkit.create("adamw", params, lr=1e-2, backend="eager")
+        for step in range(5):
+            for j, p in enumerate(params):
+                missing = step == 2 and j % 3 == 0
+                p.grad = None if missing else torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        return params, opt
+
+    alone, opt_alone = run(False)
+    merged, opt_merged = run(True)
+    # the last step: two stages (two parameters are a step behind); the float32 vectors and the
+    # complex64 ones (float32 real views) of the first stage are merged
+    assert [len(call.plans) for call in _merged_calls(opt_merged)] == [3]
+    for a, b in zip(alone, merged, strict=True):
+        assert torch.equal(a, b)
+        for buffer, value in _state(opt_alone, a).items():
+            assert torch.equal(value, _state(opt_merged, b)[buffer]), buffer
+        assert opt_alone.state[a]["step"] == opt_merged.state[b]["step"]

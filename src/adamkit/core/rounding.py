@@ -7,9 +7,9 @@ E[round(x)] = x, so an EMA whose increments are below half an ulp still moves on
 The random bits are a hash of (element index, key): no generator object, so nothing to save
 beyond the key's parts (seed, parameter index, buffer index, step), all of which are already in
 ``state_dict``; resuming from a checkpoint reproduces the same bits, and the bits are the same
-on every device and under ``torch.compile``. (The compiled path merges small tensors into one
-buffer, whose elements are indexed within it: there those tensors draw other bits than in
-eager mode, equally unbiased.)
+on every device and under ``torch.compile``. (Both paths merge small tensors into flat
+buffers, whose elements are indexed within them: merged tensors draw other bits than they would
+stepped alone, equally unbiased.)
 """
 
 from __future__ import annotations
