@@ -11,7 +11,8 @@ for many tensors at a time, so that each tensor costs one fused pass over memory
   ones (at most ``MERGE_NUMEL`` elements) are merged when the rule allows it (element-wise, or
   coupled only through per-tensor reductions, which then run per segment): their state lives in
   flat buffers, parameters and gradients are copied in and out with batched copies, and one
-  compiled job updates them all.
+  compiled job updates them all. The eager path merges the same tensors with the same
+  :class:`Merged` calls, stepped by :meth:`Merged.step_eagerly` (:mod:`adamkit.core.eager`).
 * Each configuration is compiled once per process (:mod:`adamkit.core.graphs`), with its own
   code object, so Dynamo's per-function cache never evicts one configuration for another; the
   first call runs on the dummies, so a compiler failure shows before any real parameter or
