@@ -165,7 +165,7 @@ def test_log1p_polynomial_error_on_the_unit_interval() -> None:
 @pytest.mark.slow
 def test_guarded_helpers_give_the_same_values_compiled_and_eager() -> None:
     # parts.safe takes other (vectorizable) forms when traced; the values must not change
-    from adamkit.parts.safe import at_most_, safe_div_finite, sign_floor
+    from adamkit.parts.safe import at_most_, finite_or_zeros, safe_div_finite, sign_floor
 
     big = torch.finfo(torch.float32).max
     x = torch.tensor([0.0, 1.5, big, math.inf, math.nan, 2.0**-140])
@@ -175,13 +175,22 @@ def test_guarded_helpers_give_the_same_values_compiled_and_eager() -> None:
     floor = torch.tensor(0.5)
 
     def both(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return at_most_(x.clone(), big), safe_div_finite(num, den, 1.0), sign_floor(u, floor)
+        kept = finite_or_zeros(num, torch.tensor(True))
+        dropped = finite_or_zeros(x, torch.tensor(False))  # x holds inf and NaN
+        return (
+            at_most_(x.clone(), big),
+            safe_div_finite(num, den, 1.0),
+            sign_floor(u, floor),
+            kept,
+            dropped,
+        )
 
     eager = both(x, num, den)
     compiled = torch.compile(both, fullgraph=True, dynamic=True)(x, num, den)
     assert eager[0].tolist() == [0.0, 1.5, big, big, big, 2.0**-140]
     assert eager[1].tolist() == [1.0, -0.5, 1.0, 0.0, (num[4] / den[4]).item(), math.inf]
     assert eager[2].tolist() == [0.5, 0.5, 0.5, -0.5, -3.0, -math.inf]  # −0 counts as +
+    assert eager[3].tolist() == num.tolist() and eager[4].tolist() == [0.0] * 6
     assert sign_floor(torch.tensor([math.nan]), floor).isnan().all()
     for a, b in zip(eager, compiled, strict=True):
         assert torch.equal(a, b)

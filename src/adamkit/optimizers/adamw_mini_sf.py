@@ -22,6 +22,7 @@ from adamkit.core.pieces import in_pieces
 from adamkit.core.precision import check_state_dtype, new_codec
 from adamkit.core.reduce import norm
 from adamkit.optimizers.ref_controller import check_controller, new_controller, observe
+from adamkit.parts.safe import finite_or_zeros
 from adamkit.parts.update import add_scaled_
 from adamkit.registry import register
 
@@ -136,7 +137,7 @@ class AdamWMiniSF(AdamkitOptimizer):
 def _update(t: Mapping[str, Tensor], k: Scalars, finite: Tensor, rates: dict[str, Tensor]) -> None:
     """The element-wise part of the step, in place (the per-tensor rates are given)."""
     p = t["param"]
-    x = torch.where(finite, t["g"], 0.0)  # g, or 0
+    x = finite_or_zeros(t["g"], finite)
     m = t["exp_avg"].lerp_(x, rates["m"])
     v = t["exp_avg_sq"].lerp_(x.square_(), rates["v"])
     if k["legacy_fp32_denominator"]:

@@ -31,6 +31,15 @@ def at_most_(x: torch.Tensor, biggest: float) -> torch.Tensor:
     return x.nan_to_num_(nan=biggest, posinf=biggest)
 
 
+def finite_or_zeros(x: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    """x if the 0-d boolean ``finite`` (x's norm is finite, so every element is) is true, else
+    zeros, as a new tensor. Eagerly a multiply by the flag and ``nan_to_num`` (which zeroes
+    what 0·inf makes NaN): torch's CPU select with a 0-d condition took three times as long."""
+    if torch.compiler.is_compiling():
+        return torch.where(finite, x, 0.0)
+    return torch.mul(x, finite.to(x.dtype)).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def sign_floor(u: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
     """u with |u| raised to at least ``floor`` keeping its sign; ``floor`` where u = 0 (B_Adam)."""
     raised = u.abs().clamp_(min=floor)
