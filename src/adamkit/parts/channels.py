@@ -76,6 +76,7 @@ def scale_ratio(p: torch.Tensor, init_rms: torch.Tensor) -> torch.Tensor:
 
 
 def rescale_to(p: torch.Tensor, init_rms: torch.Tensor) -> torch.Tensor:
-    """θ^k · RMS(θ_0^k)/RMS(θ^k) per channel; channels with RMS(θ^k) = 0 are left alone."""
+    """θ^k · RMS(θ_0^k)/RMS(θ^k) per channel, in place; channels with RMS(θ^k) = 0 (or NaN) are
+    left alone. The factor is chosen per channel, so no select runs over the whole tensor."""
     current = channel_rms(p)
-    return torch.where(current > 0, p * safe_div(init_rms, current, 1.0), p)
+    return p.mul_(torch.where(current > 0, init_rms / current, 1.0))
