@@ -55,6 +55,24 @@ def _state(opt: adamkit.AdamkitOptimizer, p: torch.Tensor) -> dict[str, torch.Te
     return {n: t for n, t in opt.state[p].items() if torch.is_tensor(t) and n != "step"}
 
 
+def _step_alike(
+    first: tuple[list[torch.nn.Parameter], adamkit.AdamkitOptimizer],
+    second: tuple[list[torch.nn.Parameter], adamkit.AdamkitOptimizer],
+    steps: int,
+    seed: int,
+) -> None:
+    """Step two optimizers on the same gradients and check that their parameters stay equal."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p, q in zip(first[0], second[0], strict=True):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            q.grad = p.grad.clone()
+        first[1].step()
+        second[1].step()
+    for p, q in zip(first[0], second[0], strict=True):
+        assert torch.equal(p, q)
+
+
 def _elementwise_on(name: str, shape: tuple[int, ...]) -> bool:
     cls = optimizer_class(name)
     return cls.elementwise or (len(shape) == 1 and cls.vectors_elementwise)
@@ -81,9 +99,7 @@ def test_merged_eager_steps_equal_the_per_tensor_steps(
 
 
 @pytest.mark.parametrize("name", ["adamw", "lamb", "adam_mini"])
-def test_merged_eager_state_is_shaped_and_resumes_exactly(
-    name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_merged_eager_state_resumes_exactly(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # (the shapes of the state are the per-tensor path's: see the test above)
     params, opt = _run(name, True, monkeypatch, steps=3)
     assert _merged_calls(opt)
@@ -93,15 +109,7 @@ def test_merged_eager_state_is_shaped_and_resumes_exactly(
     resumed = adamkit.create(name, clones, lr=1e-2, weight_decay=0.01, backend="eager")
     saved.seek(0)
     resumed.load_state_dict(torch.load(saved, weights_only=True))
-    gen = torch.Generator().manual_seed(7)
-    for _ in range(2):
-        for p, q in zip(params, clones, strict=True):
-            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-            q.grad = p.grad.clone()
-        opt.step()
-        resumed.step()
-    for p, q in zip(params, clones, strict=True):
-        assert torch.equal(p, q)
+    _step_alike((params, opt), (clones, resumed), steps=2, seed=7)
 
 
 def test_state_replaced_by_the_user_is_used_and_merged_again(
@@ -113,14 +121,7 @@ def test_state_replaced_by_the_user_is_used_and_merged_again(
     monkeypatch.setattr(compiled, "MERGE_NUMEL", MERGE_LIMIT)
     for o, p in ((opt, params[0]), (ref_opt, ref[0])):
         o.state[p]["exp_avg"] = o.state[p]["exp_avg"] * 0.5
-    gen = torch.Generator().manual_seed(8)
-    for p, q in zip(params, ref, strict=True):
-        p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-        q.grad = p.grad.clone()
-    opt.step()
-    ref_opt.step()
-    for p, q in zip(params, ref, strict=True):
-        assert torch.equal(p, q)
+    _step_alike((params, opt), (ref, ref_opt), steps=1, seed=8)
     assert _merged_calls(opt)
 
 

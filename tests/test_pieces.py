@@ -53,18 +53,25 @@ def test_in_pieces_equals_the_whole_tensor_bit_for_bit(
         assert torch.equal(value, piece_state[buffer]), buffer
 
 
+def _counted(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Replace ``module.name`` (a function of (fn, tensors)) by a wrapper that records the
+    element count of each call's tensors; the list of counts."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def counting(fn, tensors):  # type: ignore[no-untyped-def]
+        calls.append(next(iter(tensors.values())).numel())
+        return original(fn, tensors)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
 def test_elementwise_steps_with_rounded_state_are_not_split(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # stochastic rounding draws its bits by index in the whole tensor: pieces would change them
-    calls: list[int] = []
-    split = pieces.in_pieces
-
-    def counting(fn, tensors):  # type: ignore[no-untyped-def]
-        calls.append(next(iter(tensors.values())).numel())
-        return split(fn, tensors)
-
-    monkeypatch.setattr(execute, "in_pieces", counting)
+    calls = _counted(monkeypatch, execute, "in_pieces")
     _steps("sadam", 5000, torch.float32, 1024, monkeypatch, state_dtype=torch.bfloat16)
     assert calls == []
     _steps("sadam", 5000, torch.float32, 1024, monkeypatch)
@@ -74,14 +81,7 @@ def test_elementwise_steps_with_rounded_state_are_not_split(
 def test_rules_elementwise_on_vectors_step_vectors_in_pieces(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[int] = []
-    split = pieces.in_pieces
-
-    def counting(fn, tensors):  # type: ignore[no-untyped-def]
-        calls.append(next(iter(tensors.values())).numel())
-        return split(fn, tensors)
-
-    monkeypatch.setattr(execute, "in_pieces", counting)
+    calls = _counted(monkeypatch, execute, "in_pieces")
     _steps("adam_gc", 5000, torch.float32, 1024, monkeypatch)
     assert calls == [5000] * 4
 
@@ -92,14 +92,7 @@ def test_lamb_on_a_huge_tensor_recomputes_its_direction_in_pieces(
 ) -> None:
     # above LARGE_NUMEL the eager LAMB computes u twice, piece by piece (its norm from the
     # pieces' norms), instead of keeping a tensor-sized u: the same step to rounding
-    norms: list[int] = []
-    recorded = pieces.norm_in_pieces
-
-    def counting(fn, tensors):  # type: ignore[no-untyped-def]
-        norms.append(next(iter(tensors.values())).numel())
-        return recorded(fn, tensors)
-
-    monkeypatch.setattr(lamb, "norm_in_pieces", counting)
+    norms = _counted(monkeypatch, lamb, "norm_in_pieces")
     whole_p, whole_state = _steps("lamb", 5000, torch.float64, 1 << 40, monkeypatch, **options)
     assert norms == []
     monkeypatch.setattr(pieces, "LARGE_NUMEL", 4000)

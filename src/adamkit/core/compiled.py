@@ -276,13 +276,11 @@ class Bucket:
         self.calls: list[Call] = []
         if dummies is None:
             return
-        small = mergeable_small(plans, merge)
+        small, large = split_small(plans, merge)
         if small:
             segmented = merge == "segmented"
             self.calls.append(Merged(small, [] if segmented else dummies, segmented))
-        merged = set(map(id, small))
         # huge tensors last, so that they share calls (which recompute) with few others
-        large = [p for p in plans if id(p) not in merged]
         large.sort(key=lambda plan: plan.p.numel() > LARGE_NUMEL)
         size = len(dummies)
         for start in range(0, len(large), size):
@@ -301,11 +299,14 @@ def by_signature(plans: list[Plan]) -> tuple[list[list[Plan]], list[Plan]]:
     return list(groups.values()), alone
 
 
-def mergeable_small(plans: list[Plan], merge: str | None) -> list[Plan]:
+def split_small(plans: list[Plan], merge: str | None) -> tuple[list[Plan], list[Plan]]:
     """The plans of one signature to merge (``merge`` from :func:`bucket_merge`): those of at
-    most ``MERGE_NUMEL`` elements, when there are at least two."""
+    most ``MERGE_NUMEL`` elements, when there are at least two; and the others."""
     small = [p for p in plans if p.state_views[0].numel() <= MERGE_NUMEL] if merge else []
-    return small if len(small) >= 2 else []
+    if len(small) < 2:
+        return [], list(plans)
+    merged = set(map(id, small))
+    return small, [p for p in plans if id(p) not in merged]
 
 
 def bucket_merge(opt: Any, plans: list[Plan]) -> str | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adamkit.core.compiled import Merged, bucket_merge, by_signature, mergeable_small
+from adamkit.core.compiled import Merged, bucket_merge, by_signature, split_small
 from adamkit.core.execute import Plan
 
 
@@ -26,11 +26,10 @@ class EagerArrangement:
         self.merged: list[Merged] = []
         for bucket in buckets:
             merge = bucket_merge(opt, bucket)
-            small = mergeable_small(bucket, merge)
+            small, rest = split_small(bucket, merge)
             if small:
                 self.merged.append(Merged(small, [], merge == "segmented"))
-            merged = set(map(id, small))
-            self.alone += [plan for plan in bucket if id(plan) not in merged]
+            self.alone += rest
 
 
 class EagerPath:

@@ -133,7 +133,7 @@ class AdamMini(AdamkitOptimizer):
             blocks = v.shape[0]
             v = ema_(v, channel_mean_square(g.reshape(blocks, -1)), k["beta2"])
             denom, scale = adam_denominator(v, k)
-            rows = p.view(blocks, -1) if p.is_contiguous() else p.reshape(blocks, -1)
+            rows = p.reshape(blocks, -1)  # a view of p, or a copy where p is not contiguous
             descend_ratio(rows, m.reshape(blocks, -1), denom, k, scale)
             return p if p.is_contiguous() else rows.view(p.shape)
         denom, scale = adam_denominator(v, k)
