@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import itertools
 import weakref
 
 import pytest
@@ -583,10 +584,15 @@ def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
                 torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("serial_limit", [compiled.CAT_SERIAL_NUMEL, 100])
 @pytest.mark.parametrize("with_matrix", [False, True])
-def test_merged_vectors_gather_by_concatenation_and_equal_eager(with_matrix: bool) -> None:
-    # Merged vectors are copied into their flat buffers by one torch.cat (a small matrix
-    # among them falls back to one copy per tensor); either way the step equals eager's.
+def test_merged_vectors_gather_by_concatenation_and_equal_eager(
+    with_matrix: bool, serial_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Merged vectors are copied into their flat buffers by torch.cat, in runs of at most
+    # CAT_SERIAL_NUMEL elements (a small matrix among them falls back to one copy per tensor);
+    # either way the step equals eager's.
+    monkeypatch.setattr(compiled, "CAT_SERIAL_NUMEL", serial_limit)
     shapes = [(17 + i,) for i in range(40)] + ([(6, 5)] if with_matrix else [])
     runs = []
     for backend in ("eager", "compiled"):
@@ -600,5 +606,44 @@ def test_merged_vectors_gather_by_concatenation_and_equal_eager(with_matrix: boo
         runs.append((params, opt))
     merged = [c for c in calls(runs[1][1]) if isinstance(c, compiled.Merged)]
     assert merged and all(c.vectors is not with_matrix for c in merged)
+    assert all((len(c.runs) > 1) is (serial_limit == 100) for c in merged)
     for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "sizes", [[1], [5, 5, 5], [40_000], [10, 40_000, 10], [20_000] * 5, [32_768, 1, 32_767]]
+)
+def test_serial_runs_cover_every_tensor_in_order_within_the_limit(sizes: list[int]) -> None:
+    runs = compiled.serial_runs(sizes)
+    assert [r[0] for r in runs] == [0] + [r[1] for r in runs[:-1]] and runs[-1][1] == len(sizes)
+    starts = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+    for first, end, start, stop in runs:
+        assert (start, stop) == (starts[first], starts[end])
+        assert stop - start <= compiled.CAT_SERIAL_NUMEL or end - first == 1
+    # no two neighbouring runs would fit in one
+    for a, b in itertools.pairwise(runs):
+        assert (a[3] - a[2]) + sizes[b[0]] > compiled.CAT_SERIAL_NUMEL
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb", "sadam"])
+def test_switching_the_backend_between_steps_continues_the_same_trajectory(name: str) -> None:
+    # backend is a hyperparameter of the group: changing it between steps moves the group's
+    # work to the other path, with its state (merged buffers included), and back.
+    def script(switch: bool) -> list[torch.Tensor]:
+        params = make_params(torch.float64, SHAPES)
+        opt = adamkit.create(name, params, backend="compiled" if switch else "eager")
+        grads = grad_stream(params)
+        for i in range(7):
+            if switch and i in (2, 5):
+                opt.param_groups[0]["backend"] = "eager" if i == 2 else "compiled"
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g
+            opt.step()
+            program = opt._programs[id(opt.param_groups[0])]
+            assert program.compiled is (switch and i not in (2, 3, 4))
+        assert all(opt.state[p]["step"] == 7 for p in params)
+        return params
+
+    for a, b in zip(script(True), script(False), strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)

@@ -119,6 +119,21 @@ def test_sparse_gradients_are_refused_at_step_time_naming_the_optimizer(name: st
     assert torch.equal(p.detach(), torch.zeros(4, 3)) and not opt.state[p]
 
 
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_a_gradient_of_the_wrong_shape_is_refused_naming_group_and_param(name: str) -> None:
+    first, second = torch.zeros(3, requires_grad=True), torch.zeros(4, 3, requires_grad=True)
+    opt = adamkit.create(name, [first])
+    opt.add_param_group({"params": [torch.zeros(2, requires_grad=True), second]})
+    first.grad = torch.ones(3)
+    second.grad = torch.ones(4, 3)
+    second.grad.data = torch.ones(3, 4)  # torch checks the assignment, not a changed .data
+    with pytest.raises(
+        RuntimeError, match=r"param group 1, param 1 has shape \(3, 4\) but the parameter has"
+    ):
+        opt.step()
+    assert torch.equal(first.detach(), torch.zeros(3)) and not opt.state[first]
+
+
 def test_unknown_optimizer_name_lists_close_matches() -> None:
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamww'; did you mean 'adamw'"):
         adamkit.create("adamww", params())

@@ -44,6 +44,10 @@ from adamkit.core.reduce import Segments
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "4"))
 REDUCING_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "2"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
+# ATen's concatenation splits across threads above this many elements (its grain size), which
+# made one concatenation of a GPT-like model's 98 vectors (60k elements) three times as slow
+# as three concatenations of a third each.
+CAT_SERIAL_NUMEL = 1 << 15
 # Calls with tensors above LARGE_NUMEL elements recompute intermediates rather than keep them
 # (``k["recompute"]``): see adamkit.core.pieces.LARGE_NUMEL.
 LARGE_NUMEL = pieces.LARGE_NUMEL
@@ -51,6 +55,9 @@ LARGE_NUMEL = pieces.LARGE_NUMEL
 # 16-bit loop whose size hint is below one vector (32 bfloat16 lanes with AVX-512), and the
 # stand-ins are what it compiles on.
 STAND_IN_LENGTH = 64
+
+
+_UNKNOWN = object()  # a configuration not compiled yet (None: one that failed)
 
 
 def split_scalars(k: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -116,7 +123,8 @@ class _Call:
 
     indices: torch.Tensor
     recompute = False
-    config: Configuration | None = None
+    config: Configuration | None = None  # the configuration of the last call
+    numbers: tuple | None = None  # the step's static values and names it was chosen for
     graph: Graph | None = None
 
     def invoke(self, config: Configuration, tensors: list[torch.Tensor], scalars: Any) -> None:
@@ -199,9 +207,10 @@ class Merged(_Call):
             self.tensors.append(buffer.view(-1))  # a view, like every other call's tensors
         grad = torch.empty(sum(sizes), dtype=first.slot["param"].dtype, device=device)
         shapes = [plan.slot["param"].shape for plan in plans]
-        # Vectors are gathered by one concatenation into their buffer; a per-tensor copy
-        # costs a dispatch each.
+        # Vectors are gathered by concatenations into their buffer (a per-tensor copy costs a
+        # dispatch each), in runs that each run on one thread.
         self.vectors = not self.complex and all(len(shape) == 1 for shape in shapes)
+        self.runs = serial_runs(sizes)
         self.grad = grad
         self.grad_views = [
             piece.view(shape) for piece, shape in zip(grad.split(sizes), shapes, strict=True)
@@ -240,27 +249,42 @@ class Merged(_Call):
     def copy_in(self) -> None:
         """Parameters and gradients (and state stored with them) into the flat buffers."""
         for buffer, views, sources in self.copied:
-            _gather(buffer, views, sources, self.vectors)
+            self._gather(buffer, views, sources)
         grads = [p.grad for p in self.params]
         if self.complex:
             grads = [real_view(g) for g in grads]  # type: ignore[arg-type]
-        _gather(self.grad, self.grad_views, grads, self.vectors)  # type: ignore[arg-type]
+        self._gather(self.grad, self.grad_views, grads)  # type: ignore[arg-type]
 
     def copy_out(self) -> None:
         """The updated parameters (and state stored with them) back from the flat buffers."""
         for _, views, sources in self.copied:
             torch._foreach_copy_(sources, views)
 
+    def _gather(
+        self, buffer: torch.Tensor, views: list[torch.Tensor], sources: list[torch.Tensor]
+    ) -> None:
+        """Copy ``sources`` into ``buffer``, whose ``views`` they fill in order: vectors (whose
+        gradients have their shapes) by concatenations, each short enough to run on one thread;
+        other tensors by one copy each."""
+        if not self.vectors:
+            torch._foreach_copy_(views, sources)
+            return
+        for first, end, start, stop in self.runs:
+            torch.cat(sources[first:end], out=buffer[start:stop])
 
-def _gather(
-    buffer: torch.Tensor, views: list[torch.Tensor], sources: list[torch.Tensor], vectors: bool
-) -> None:
-    """Copy ``sources`` into ``buffer``, whose ``views`` they fill in order: one concatenation
-    when they are vectors (gradients have their parameters' shapes), else one copy each."""
-    if vectors:
-        torch.cat(sources, out=buffer)
-    else:
-        torch._foreach_copy_(views, sources)
+
+def serial_runs(sizes: list[int]) -> list[tuple[int, int, int, int]]:
+    """Consecutive tensors grouped into runs of at most ``CAT_SERIAL_NUMEL`` elements (or one
+    larger tensor): (first, end) of the tensors and (start, end) of their elements."""
+    runs: list[tuple[int, int, int, int]] = []
+    first = start = total = 0
+    for i, size in enumerate(sizes):
+        if total and total + size > CAT_SERIAL_NUMEL:
+            runs.append((first, i, start, start + total))
+            first, start, total = i, start + total, 0
+        total += size
+    runs.append((first, len(sizes), start, start + total))
+    return runs
 
 
 Call = Chunk | Merged
@@ -369,7 +393,11 @@ class CompiledPath:
             if not bucket.calls:
                 leftover.extend(bucket.plans)
             for call in bucket.calls:
-                config = self._configuration(opt, first, call, static, numbers, scalars[place])
+                if call.numbers == numbers and call.config is not None:
+                    config: Configuration | None = call.config  # as on the last step
+                else:
+                    config = self._configuration(opt, first, call, static, numbers, scalars[place])
+                    call.numbers = numbers
                 if config is None:
                     leftover.extend(call.plans)
                 else:
@@ -389,6 +417,10 @@ class CompiledPath:
         trial = self.trials.get((first.signature, kind))
         if trial is None:
             return None
+        key = (type(opt), first.signature, kind, call.recompute, *numbers)
+        known = CONFIGURATIONS.known.get(key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
         bindings = {
             "RULE": opt.rule,
             "CODECS": first.codecs,
@@ -402,7 +434,6 @@ class CompiledPath:
             "SEGMENTED": kind == "segmented",
             "SCALAR_NAMES": first.scalar_names if kind == "segmented" else (),
         }
-        key = (type(opt), first.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
 
     def dummies(self, opt: Any, like: Plan, hyper: Any, merge: str | None) -> list[Plan] | None:

@@ -42,7 +42,7 @@ class GroupProgram:
     ) -> None:
         self.params, self.active, self.states, self.stages = list(params), active, states, stages
         self.roundings, self.offset, self.compiled = roundings, offset, compiled
-        self.pointers = [p.data_ptr() for p in active]
+        self.pointers = list(map(_DATA_PTR, active))
         # every stored state tensor as three parallel lists, which fits() checks with map (a
         # generator per entry was a visible share of a step with 1000 small tensors)
         self.stored_in: list[dict[str, Any]] = []
@@ -54,7 +54,7 @@ class GroupProgram:
                     self.stored_in.append(plan.state)
                     self.stored_names.append(name)
                     self.stored_tensors.append(tensor)
-        self.steps = [st["step"] for st in states]
+        self.steps = list(map(_STEP, states))
 
     def fits(
         self,
@@ -70,7 +70,7 @@ class GroupProgram:
             and _same_objects(params, self.params)
             and _same_objects(active, self.active)
             and _same_objects(map(state.get, active), self.states)
-            and [p.data_ptr() for p in active] == self.pointers
+            and list(map(_DATA_PTR, active)) == self.pointers
             and all(
                 map(
                     operator.is_,
@@ -78,7 +78,7 @@ class GroupProgram:
                     self.stored_tensors,
                 )
             )
-            and [st["step"] for st in self.states] == self.steps
+            and list(map(_STEP, self.states)) == self.steps
         )
 
     def advance(self) -> None:
@@ -87,7 +87,11 @@ class GroupProgram:
             for plan in stage.plans:
                 plan.state["step"] = stage.t
             stage.t += 1
-        self.steps = [st["step"] for st in self.states]
+        self.steps = list(map(_STEP, self.states))
+
+
+_DATA_PTR = torch.Tensor.data_ptr
+_STEP = operator.itemgetter("step")
 
 
 def _same_objects(a: Any, b: Sequence[Any]) -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import operator
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -105,6 +106,10 @@ DECAY_MODES_OF_SHELL = ("l2", "decoupled", "fixed")
 def close_matches(word: str, choices: Iterable[str]) -> str:
     matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     return f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+_LAYOUT = operator.attrgetter("layout")
+_SHAPE = operator.attrgetter("shape")
 
 
 class AdamkitOptimizer(torch.optim.Optimizer):
@@ -250,29 +255,41 @@ class AdamkitOptimizer(torch.optim.Optimizer):
 
     def _plan(self) -> list[tuple[dict[str, Any], dict[str, Any], list[torch.Tensor]]]:
         """Check every group and gradient; return this step's work, changing nothing."""
-        owner = type(self).__name__
         work = []
         for gi, group in enumerate(self.param_groups):
             hyper = self._validated_hyper(gi, group)
-            active = []
-            for pi, p in enumerate(group["params"]):
-                grad = p.grad
-                if grad is None:
-                    continue
-                if grad.layout != torch.strided:  # sparse COO/CSR/..., or another layout
-                    raise RuntimeError(
-                        f"{owner} does not support sparse gradients (param group {gi}, param {pi} "
-                        f"has a {grad.layout} gradient); use dense gradients or torch SparseAdam"
-                    )
-                if grad.shape != p.shape:
-                    raise RuntimeError(
-                        f"{owner}: gradient of param group {gi}, param {pi} has shape "
-                        f"{tuple(grad.shape)} but the parameter has shape {tuple(p.shape)}"
-                    )
-                active.append(p)
+            params = group["params"]
+            grads = [p.grad for p in params]
+            active = [p for p, g in zip(params, grads, strict=True) if g is not None]
+            present = [g for g in grads if g is not None]
+            # checked all at once (comparisons of lists of layouts and sizes run in C); the
+            # loop below only names the offending parameter
+            if set(map(_LAYOUT, present)) - {torch.strided} or list(map(_SHAPE, present)) != list(
+                map(_SHAPE, active)
+            ):
+                self._check_grads(gi, params)
             self.check_step_allowed(gi, group)
             work.append((group, hyper, active))
         return work
+
+    def _check_grads(self, gi: int, params: list[torch.Tensor]) -> None:
+        """Raise for the first parameter of group ``gi`` whose gradient is not a dense tensor of
+        its shape."""
+        owner = type(self).__name__
+        for pi, p in enumerate(params):
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.layout != torch.strided:  # sparse COO/CSR/..., or another layout
+                raise RuntimeError(
+                    f"{owner} does not support sparse gradients (param group {gi}, param {pi} "
+                    f"has a {grad.layout} gradient); use dense gradients or torch SparseAdam"
+                )
+            if grad.shape != p.shape:
+                raise RuntimeError(
+                    f"{owner}: gradient of param group {gi}, param {pi} has shape "
+                    f"{tuple(grad.shape)} but the parameter has shape {tuple(p.shape)}"
+                )
 
     def check_step_allowed(self, index: int, group: dict[str, Any]) -> None:
         """Raise if this group may not step now (e.g. schedule-free in eval mode)."""
