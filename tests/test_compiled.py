@@ -502,7 +502,7 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
 
 def test_codegen_adjustments_apply_to_this_inductor() -> None:
     # Each adjustment skips itself where inductor lacks what it patches; on the torch that
-    # adamkit pins, all four must be in force while adamkit compiles (and none after).
+    # adamkit pins, all five must be in force while adamkit compiles (and none after).
     from torch._inductor.codegen import cpp
 
     from adamkit.core.codegen import adjusted_codegen
@@ -512,6 +512,7 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
         (cpp.TilingSelect, "select_tiling"),
         (cpp.CppVecOverrides, "to_dtype_bitcast"),
         (cpp, "parallel_num_threads"),
+        (cpp.CppVecKernel, "arange"),
     ]
     before = [vars(owner).get(name) for owner, name in patched]
     with adjusted_codegen():
@@ -519,6 +520,31 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
     after = [vars(owner).get(name) for owner, name in patched]
     assert all(a is not b for a, b in zip(before, during, strict=True))
     assert all(a is b for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float32])
+def test_vectors_of_indices_by_broadcast_equal_eager(dtype: torch.dtype) -> None:
+    # The arange adjustment (start broadcast plus a constant vector) gives every lane of the
+    # vector body and of the tail, for strides 1 and 3 and a start that is not a multiple of a
+    # vector, the values eager gives.
+    from torch._inductor.compile_fx import compile_fx
+
+    from adamkit.core.codegen import adjusted_codegen, cache_tag_options
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        with adjusted_codegen():  # keyed on the adjustments, as adamkit compiles
+            return compile_fx(gm, example_inputs, config_patches=cache_tag_options())
+
+    def indexed(x: torch.Tensor) -> torch.Tensor:
+        n = x.numel()
+        ones = torch.arange(n, dtype=dtype)
+        threes = torch.arange(5, 5 + 3 * n, 3, dtype=dtype)
+        return x * 2 + (ones * 7 + threes).to(x.dtype)
+
+    compiled_indexed = torch.compile(indexed, backend=backend, dynamic=True, fullgraph=True)
+    for n in (1, 15, 16, 33, 100, 4099):
+        x = torch.randn(n)
+        assert torch.equal(compiled_indexed(x), indexed(x)), n
 
 
 @pytest.mark.slow
@@ -529,12 +555,12 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
     # body and in the tail of every size.
     from torch._inductor.compile_fx import compile_fx
 
-    from adamkit.core.codegen import adjusted_codegen
+    from adamkit.core.codegen import adjusted_codegen, cache_tag_options
     from adamkit.core.rounding import random_bits, stochastic_round, stream_key
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
-        with adjusted_codegen():
-            return compile_fx(gm, example_inputs)
+        with adjusted_codegen():  # keyed on the adjustments, as adamkit compiles
+            return compile_fx(gm, example_inputs, config_patches=cache_tag_options())
 
     def update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> None:
         new_m = m.float() * 0.9 + g * 0.1

@@ -1,7 +1,7 @@
 """Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
 
 Each one patches a function or method of ``torch._inductor.codegen.cpp`` for the duration of
-:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Three change
+:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Four change
 how fast the generated code runs (or whether it compiles at all), never what it computes; one
 (:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct when it
 runs on several threads.
@@ -128,6 +128,27 @@ def _vector_bitcast(original: Any) -> Any:
     return staticmethod(to_dtype_bitcast)
 
 
+def _arange_by_broadcast(original: Any) -> Any:
+    """A vector of consecutive indices as the broadcast start plus a constant vector.
+
+    Inductor emits ``Vectorized<T>::arange(start, stride)``, which builds the vector from one
+    scalar per lane in every iteration; the stochastic rounding's random bits start from the
+    element's index, so every 16-bit store paid for it. ``Vectorized<T>(start) +
+    Vectorized<T>::arange(0, stride)`` has the same lanes (start + i·stride), and its second
+    term is a constant that the C++ compiler folds."""
+
+    def arange(self: Any, index: Any, stride: Any) -> Any:
+        if getattr(index, "is_vec", True) or getattr(index, "dtype", None) is None:
+            return original(self, index, stride)
+        vec = self._get_vec_type(index.dtype)
+        csevar = self.cse.generate(self.compute, f"({vec}({index}) + {vec}::arange(0, {stride}))")
+        csevar.dtype = index.dtype
+        csevar.is_vec = True
+        return csevar
+
+    return arange
+
+
 @contextlib.contextmanager
 def adjusted_codegen() -> Iterator[None]:
     """Inductor's C++ code generation with adamkit's adjustments (see the module docstring)."""
@@ -139,6 +160,7 @@ def adjusted_codegen() -> Iterator[None]:
         _patched(_cpp.TilingSelect, "select_tiling", _low_precision_tiling),
         _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
         _patched(_cpp, "parallel_num_threads", _threads_at_least_two),
+        _patched(_cpp.CppVecKernel, "arange", _arange_by_broadcast),
     ):
         yield
 
