@@ -40,8 +40,15 @@ def fresh_configurations(monkeypatch: pytest.MonkeyPatch) -> graphs.Configuratio
     return fresh
 
 
-def trajectory(name: str, backend: str, dtype: torch.dtype, steps: int = 5, **hyper: object):
-    params = make_params(dtype, SHAPES)
+def trajectory(
+    name: str,
+    backend: str,
+    dtype: torch.dtype,
+    steps: int = 5,
+    shapes: tuple[tuple[int, ...], ...] = SHAPES,
+    **hyper: object,
+):
+    params = make_params(dtype, shapes)
     opt = adamkit.create(name, params, backend=backend, **hyper)
     grads = grad_stream(params)
     for i in range(steps):
@@ -69,6 +76,21 @@ def test_compiled_equals_eager_in_float64(name: str) -> None:
     # and every call goes straight to its graph after the first step
     assert all(c.graph is not None for c in calls(opt)), "a call still goes through Dynamo"
     for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if compiled.merge_kind(adamkit.optimizer_class(n), 1) == "segmented"]
+)
+def test_uniform_segmented_merges_equal_eager(name: str) -> None:
+    # tensors of one size merge as rows of a matrix (reduced and broadcast per row, no index
+    # per element), compiled and eager alike; both equal the per-tensor eager steps
+    shapes = ((6,), (6,), (6,), (6,), (1,), (300, 300))  # the matrix: above MERGE_NUMEL
+    eager, _ = trajectory(name, "eager", torch.float64, shapes=shapes)
+    fast, opt = trajectory(name, "compiled", torch.float64, shapes=shapes)
+    assert "uniform" in {c.kind for c in calls(opt)}
+    for a, b in zip(fast, eager, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
 
 

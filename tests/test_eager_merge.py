@@ -22,16 +22,27 @@ SHAPES = ((7,), (5, 3), (9,), (1,), (4, 4), (16,), (2, 3, 2), (6,), (30, 3))
 MERGE_LIMIT = 64
 
 
-def _params(dtype: torch.dtype = torch.float64) -> list[torch.nn.Parameter]:
+# tensors of one size per signature: segmented rules merge them as rows of a matrix
+UNIFORM_SHAPES = ((6,), (6,), (6,), (3, 4), (3, 4), (3, 4), (1,), (30, 3))
+
+
+def _params(
+    dtype: torch.dtype = torch.float64, shapes: tuple[tuple[int, ...], ...] = SHAPES
+) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(5)
-    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype) * 0.1) for s in SHAPES]
+    return [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype) * 0.1) for s in shapes]
 
 
 def _run(
-    name: str, merge: bool, monkeypatch: pytest.MonkeyPatch, steps: int = 4, **options: object
+    name: str,
+    merge: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: int = 4,
+    shapes: tuple[tuple[int, ...], ...] = SHAPES,
+    **options: object,
 ) -> tuple[list[torch.nn.Parameter], adamkit.AdamkitOptimizer]:
     monkeypatch.setattr(compiled, "MERGE_NUMEL", MERGE_LIMIT if merge else 0)
-    params = _params()
+    params = _params(shapes=shapes)
     opt = adamkit.create(name, params, lr=1e-2, weight_decay=0.01, backend="eager", **options)
     gen = torch.Generator().manual_seed(6)
     for _ in range(steps):
@@ -78,13 +89,18 @@ def _elementwise_on(name: str, shape: tuple[int, ...]) -> bool:
     return cls.elementwise or (len(shape) == 1 and cls.vectors_elementwise)
 
 
+@pytest.mark.parametrize("shapes", [SHAPES, UNIFORM_SHAPES], ids=["sizes", "uniform"])
 @pytest.mark.parametrize("name", NAMES)
 def test_merged_eager_steps_equal_the_per_tensor_steps(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, shapes: tuple[tuple[int, ...], ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alone, opt_alone = _run(name, False, monkeypatch)
-    merged, opt_merged = _run(name, True, monkeypatch)
+    alone, opt_alone = _run(name, False, monkeypatch, shapes=shapes)
+    merged, opt_merged = _run(name, True, monkeypatch, shapes=shapes)
     assert _merged_calls(opt_merged), "nothing was merged"
+    for call in _merged_calls(opt_merged):  # one size: rows of a matrix; else by index
+        if call.kind != "chunk":
+            one_size = len({plan.p.numel() for plan in call.plans}) == 1
+            assert call.kind == ("uniform" if one_size else "segmented")
     assert not _merged_calls(opt_alone)
     for a, b in zip(alone, merged, strict=True):
         states = (_state(opt_alone, a), _state(opt_merged, b))

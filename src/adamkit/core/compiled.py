@@ -48,6 +48,8 @@ MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
 # made one concatenation of a GPT-like model's 98 vectors (60k elements) three times as slow
 # as three concatenations of a third each.
 CAT_SERIAL_NUMEL = 1 << 15
+# Merged calls whose per-tensor reductions run per segment: of any sizes, or all of one size.
+SEGMENTED_KINDS = ("segmented", "uniform")
 # Calls with tensors above LARGE_NUMEL elements recompute intermediates rather than keep them
 # (``k["recompute"]``): see adamkit.core.pieces.LARGE_NUMEL.
 LARGE_NUMEL = pieces.LARGE_NUMEL
@@ -179,12 +181,14 @@ class Merged(_Call):
 
     def __init__(self, plans: list[Plan], dummies: list[Plan], segmented: bool = False) -> None:
         self.plans = plans
-        self.kind = "segmented" if segmented else "chunk"
+        sizes = [plan.state_views[0].numel() for plan in plans]
+        self.segmented = segmented
+        uniform = segmented and len(set(sizes)) == 1
+        self.kind = "uniform" if uniform else "segmented" if segmented else "chunk"
         self.recompute = segmented  # a kept temporary would be as large as all of them
         self.params = [plan.p for plan in plans]
         self.complex = any(p.is_complex() for p in self.params)
         first = plans[0]
-        sizes = [plan.state_views[0].numel() for plan in plans]
         device = first.p.device
         names = [*first.slot_names, *first.state_names]
         # (buffer, its views, the tensors copied in before and out after each call)
@@ -236,7 +240,7 @@ class Merged(_Call):
         """The same job on the eager path: :func:`update_one` on the flat buffers, with the
         step's numbers as Python numbers."""
         first, tensors = self.plans[0], self.tensors
-        segments = Segments(*tensors[-3:]) if self.kind == "segmented" else None
+        segments = Segments(*tensors[-3:], self.kind == "uniform") if self.segmented else None
         n_slot, n_state = len(first.slot_names), len(first.state_names)
         slot = dict(zip(first.slot_names, tensors[:n_slot], strict=True))
         state = dict(zip(first.state_names, tensors[n_slot : n_slot + n_state], strict=True))
@@ -431,8 +435,9 @@ class CompiledPath:
             "SLOT_NAMES": first.slot_names,
             "STATE_NAMES": first.state_names,
             "EXACT": first.exact,
-            "SEGMENTED": kind == "segmented",
-            "SCALAR_NAMES": first.scalar_names if kind == "segmented" else (),
+            "SEGMENTED": kind in SEGMENTED_KINDS,
+            "UNIFORM": kind == "uniform",
+            "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
         }
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
 
@@ -448,20 +453,24 @@ class CompiledPath:
                 self.trials[sig, "chunk"] = Chunk(pads[:1], pads)
         pads = self.pads[sig]
         if pads is not None and merge == "segmented" and (sig, "segmented") not in self.trials:
-            pair = self.stand_ins(opt, like, hyper, 2)
-            self.trials[sig, "segmented"] = Merged(pair, [], segmented=True)  # type: ignore[arg-type]
+            for kind, alike in (("segmented", False), ("uniform", True)):
+                pair = self.stand_ins(opt, like, hyper, 2, alike)
+                self.trials[sig, kind] = Merged(pair, [], segmented=True)  # type: ignore[arg-type]
         return pads
 
     @staticmethod
-    def stand_ins(opt: Any, like: Plan, hyper: Any, count: int) -> list[Plan] | None:
+    def stand_ins(
+        opt: Any, like: Plan, hyper: Any, count: int, alike: bool = False
+    ) -> list[Plan] | None:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
-        tie them together. None where no such stand-in has the same signature."""
+        tie them together, or, with ``alike``, are equal (a uniform segmented merge). None
+        where no such stand-in has the same signature."""
         view = like.slot["param"]
         out = []
         for j in range(count):
-            length = STAND_IN_LENGTH + j
-            leading = ((j + 2,) + (2,) * (view.ndim - 2))[: view.ndim - 1]
+            length = STAND_IN_LENGTH + (0 if alike else j)
+            leading = (((2 if alike else j + 2),) + (2,) * (view.ndim - 2))[: view.ndim - 1]
             shape = (*leading, length) if opt.shaped else (length,)
             p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
             p.grad = torch.ones_like(p)

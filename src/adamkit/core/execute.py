@@ -53,14 +53,14 @@ def update_one(
         new_p = rule(pc, g, s, k)
     else:
         for name in scalars:
-            s[name] = s[name][segments.ids]
+            s[name] = reduce.spread(s[name], segments)
         reduce.ACTIVE.append(segments)
         try:
             new_p = rule(pc, g, s, {**k, "spread": scalars})
         finally:
             reduce.ACTIVE.pop()
         for name in scalars:
-            s[name] = _first_of_each(s[name], segments)
+            s[name] = reduce.first_of_each(s[name], segments)
     seed, t = k["rounding_seed"], k["t"]
     for position, (name, codec) in enumerate(codecs.items()):
         key = stream_key(seed, index, position, t) if codec.random else 0
@@ -91,17 +91,6 @@ def update_plan(
 
     whole = {"param": plan.slot["param"], "grad": grad, **{n: plan.state[n] for n in codecs}}
     in_pieces(step_piece, whole)
-
-
-def _first_of_each(values: torch.Tensor, segments: Segments) -> torch.Tensor:
-    """Each segment's first element of ``values`` (constant within a segment), gathered as a
-    scatter-add of that element and zeros (exact; a −0 comes back as +0): inductor fuses it
-    into the loop that computes ``values`` instead of keeping them for an indexed read (4 B per
-    element)."""
-    position = torch.arange(values.shape[0], device=values.device)
-    first = torch.where(position == segments.starts[segments.ids], values, 0.0)
-    out = torch.zeros(segments.starts.shape, dtype=values.dtype, device=values.device)
-    return out.index_add_(0, segments.ids, first)
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:

@@ -58,11 +58,11 @@ _SOURCE = re.compile(
 
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
-    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, SCALAR_NAMES.
+    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES.
     floats, ints = scalars
     segments = None
     if SEGMENTED:  # noqa: F821
-        segments = Segments(tensors[-3], tensors[-2], tensors[-1])
+        segments = Segments(tensors[-3], tensors[-2], tensors[-1], UNIFORM)  # noqa: F821
         tensors = tensors[:-3]
     k = dict(STATIC)  # noqa: F821
     for i, name in enumerate(FLOAT_NAMES):  # noqa: F821

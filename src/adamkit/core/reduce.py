@@ -22,11 +22,16 @@ import torch
 class Segments(NamedTuple):
     """The tensors concatenated in a flat buffer: ``ids`` (int64, one per element) is the index
     of each element's tensor; ``sizes`` (compute dtype, one per tensor) their element counts;
-    ``starts`` (int64, one per tensor) the index of each tensor's first element."""
+    ``starts`` (int64, one per tensor) the index of each tensor's first element.
+
+    ``uniform``: every tensor has the same size, so the buffer is a (tensors, size) matrix
+    whose sums are row sums (inductor writes a sum by ``ids`` as one atomic add per element, a
+    row sum as a plain loop)."""
 
     ids: torch.Tensor
     sizes: torch.Tensor
     starts: torch.Tensor
+    uniform: bool = False
 
 
 # Plain tensors and nn.Parameter (which a traced graph sees detached, as plain tensors); not
@@ -40,12 +45,33 @@ ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by
 def _segment_sums(values: torch.Tensor) -> torch.Tensor:
     """Sums of ``values`` per active segment (one per tensor)."""
     segments = ACTIVE[-1]
+    if segments.uniform:
+        return values.view(segments.sizes.shape[0], -1).sum(1)
     return torch.zeros_like(segments.sizes).index_add_(0, segments.ids, values)
+
+
+def spread(per_segment: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Each element's segment value, from one value per segment (by ``ids``: a broadcast of
+    rows would index by a division per element, which inductor emits lane by lane)."""
+    return per_segment[segments.ids]
+
+
+def first_of_each(values: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """Each segment's first element of ``values`` (constant within a segment). In general a
+    scatter-add of that element and zeros (exact; a −0 comes back as +0): inductor fuses it
+    into the loop that computes ``values`` instead of keeping them for an indexed read (4 B per
+    element)."""
+    if segments.uniform:
+        return values.view(segments.sizes.shape[0], -1)[:, 0]
+    position = torch.arange(values.shape[0], device=values.device)
+    first = torch.where(position == segments.starts[segments.ids], values, 0.0)
+    out = torch.zeros(segments.starts.shape, dtype=values.dtype, device=values.device)
+    return out.index_add_(0, segments.ids, first)
 
 
 def _per_element(per_segment: torch.Tensor) -> torch.Tensor:
     """Each element's segment statistic."""
-    return per_segment[ACTIVE[-1].ids]
+    return spread(per_segment, ACTIVE[-1])
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
