@@ -173,7 +173,8 @@ class Merged(_Call):
 
     Exact for element-wise rules and codecs (:meth:`Plan.mergeable`), and, with ``segmented``,
     for rules whose only coupling between elements is a per-tensor reduction of
-    :mod:`adamkit.core.reduce` (reduced per segment; a graph of its own, without padding).
+    :mod:`adamkit.core.reduce` (reduced per segment; a graph of its own, without padding; when
+    the tensors all have one size, the ``"uniform"`` kind sums segments as rows).
     Stochastic rounding draws its random bits per flat buffer (keyed by the first tensor's
     index), so its bits differ from the per-tensor path's while keeping the same distribution.
     The buffers of the parameters and gradients cost 2 × element size per merged element.
