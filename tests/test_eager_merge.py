@@ -114,6 +114,21 @@ def test_merged_eager_steps_equal_the_per_tensor_steps(
                 torch.testing.assert_close(value, states[1][buffer], rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.parametrize("name", ["lamb", "b_adam", "um", "adamw_mini_sf"])
+def test_segmented_merges_group_tensors_by_size(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each size shared by several tensors is a uniform call of its own, the sizes met once are
+    # merged together, and all equal the per-tensor steps
+    shapes = ((6,), (9,), (6,), (9,), (9,), (5,), (7,), (40, 3))
+    alone, _ = _run(name, False, monkeypatch, shapes=shapes)
+    merged, opt_merged = _run(name, True, monkeypatch, shapes=shapes)
+    groups = sorted(
+        (call.kind, sorted(p.p.numel() for p in call.plans)) for call in _merged_calls(opt_merged)
+    )
+    assert groups == [("segmented", [5, 7]), ("uniform", [6, 6]), ("uniform", [9, 9, 9])]
+    for a, b in zip(alone, merged, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("name", ["adamw", "lamb", "adam_mini"])
 def test_merged_eager_state_resumes_exactly(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # (the shapes of the state are the per-tensor path's: see the test above)

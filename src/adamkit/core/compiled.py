@@ -305,10 +305,10 @@ class Bucket:
         self.calls: list[Call] = []
         if dummies is None:
             return
-        small, large = split_small(plans, merge)
-        if small:
-            segmented = merge == "segmented"
-            self.calls.append(Merged(small, [] if segmented else dummies, segmented))
+        groups, large = split_small(plans, merge)
+        segmented = merge == "segmented"
+        for group in groups:
+            self.calls.append(Merged(group, [] if segmented else dummies, segmented))
         # huge tensors last, so that they share calls (which recompute) with few others
         large.sort(key=lambda plan: plan.p.numel() > LARGE_NUMEL)
         size = len(dummies)
@@ -328,14 +328,29 @@ def by_signature(plans: list[Plan]) -> tuple[list[list[Plan]], list[Plan]]:
     return list(groups.values()), alone
 
 
-def split_small(plans: list[Plan], merge: str | None) -> tuple[list[Plan], list[Plan]]:
-    """The plans of one signature to merge (``merge`` from :func:`bucket_merge`): those of at
-    most ``MERGE_NUMEL`` elements, when there are at least two; and the others."""
+def split_small(plans: list[Plan], merge: str | None) -> tuple[list[list[Plan]], list[Plan]]:
+    """The plans of one signature to merge (``merge`` from :func:`bucket_merge`), as the groups
+    that each make one merged call: those of at most ``MERGE_NUMEL`` elements, when there are
+    at least two; and the others. A segmented merge takes every size shared by at least two
+    tensors as a group of its own (summed as rows: :class:`Segments` ``uniform``) and the
+    other sizes together."""
     small = [p for p in plans if p.state_views[0].numel() <= MERGE_NUMEL] if merge else []
     if len(small) < 2:
         return [], list(plans)
     merged = set(map(id, small))
-    return small, [p for p in plans if id(p) not in merged]
+    rest = [p for p in plans if id(p) not in merged]
+    if merge != "segmented":
+        return [small], rest
+    by_size: dict[int, list[Plan]] = {}
+    for plan in small:
+        by_size.setdefault(plan.state_views[0].numel(), []).append(plan)
+    groups = [group for group in by_size.values() if len(group) > 1]
+    mixed = [group[0] for group in by_size.values() if len(group) == 1]
+    if len(mixed) > 1:
+        groups.append(mixed)
+    else:
+        rest += mixed
+    return groups, rest
 
 
 def bucket_merge(opt: Any, plans: list[Plan]) -> str | None:

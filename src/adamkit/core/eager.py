@@ -26,9 +26,8 @@ class EagerArrangement:
         self.merged: list[Merged] = []
         for bucket in buckets:
             merge = bucket_merge(opt, bucket)
-            small, rest = split_small(bucket, merge)
-            if small:
-                self.merged.append(Merged(small, [], merge == "segmented"))
+            groups, rest = split_small(bucket, merge)
+            self.merged += [Merged(group, [], merge == "segmented") for group in groups]
             self.alone += rest
 
 
