@@ -59,9 +59,6 @@ LARGE_NUMEL = pieces.LARGE_NUMEL
 STAND_IN_LENGTH = 64
 
 
-_UNKNOWN = object()  # a configuration not compiled yet (None: one that failed)
-
-
 def split_scalars(k: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
     """Static values (compiled in), and the names of the float and int numbers (0-d tensors)."""
     static, floats, ints = {}, [], []
@@ -183,7 +180,6 @@ class Merged(_Call):
     def __init__(self, plans: list[Plan], dummies: list[Plan], segmented: bool = False) -> None:
         self.plans = plans
         sizes = [plan.state_views[0].numel() for plan in plans]
-        self.segmented = segmented
         uniform = segmented and len(set(sizes)) == 1
         self.kind = "uniform" if uniform else "segmented" if segmented else "chunk"
         self.recompute = segmented  # a kept temporary would be as large as all of them
@@ -241,7 +237,8 @@ class Merged(_Call):
         """The same job on the eager path: :func:`update_one` on the flat buffers, with the
         step's numbers as Python numbers."""
         first, tensors = self.plans[0], self.tensors
-        segments = Segments(*tensors[-3:], self.kind == "uniform") if self.segmented else None
+        segmented = self.kind in SEGMENTED_KINDS
+        segments = Segments(*tensors[-3:], self.kind == "uniform") if segmented else None
         n_slot, n_state = len(first.slot_names), len(first.state_names)
         slot = dict(zip(first.slot_names, tensors[:n_slot], strict=True))
         state = dict(zip(first.state_names, tensors[n_slot : n_slot + n_state], strict=True))
@@ -437,10 +434,6 @@ class CompiledPath:
         trial = self.trials.get((first.signature, kind))
         if trial is None:
             return None
-        key = (type(opt), first.signature, kind, call.recompute, *numbers)
-        known = CONFIGURATIONS.known.get(key, _UNKNOWN)
-        if known is not _UNKNOWN:
-            return known  # type: ignore[return-value]
         bindings = {
             "RULE": opt.rule,
             "CODECS": first.codecs,
@@ -455,6 +448,7 @@ class CompiledPath:
             "UNIFORM": kind == "uniform",
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
         }
+        key = (type(opt), first.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
 
     def dummies(self, opt: Any, like: Plan, hyper: Any, merge: str | None) -> list[Plan] | None:
