@@ -138,6 +138,61 @@ def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
 
 
+REDUCING = [n for n in NAMES if not adamkit.optimizer_class(n).elementwise]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REDUCING)
+def test_reducing_rules_compile_each_configuration_once(
+    name: str, fresh_configurations: graphs.Configurations
+) -> None:
+    # Configurations compile on small stand-ins. Tensors whose reductions run over more than
+    # 4096 elements (a chunk call, and two same-sized tensors merged as rows) must be served
+    # by that graph: a size guard would compile every configuration a second time.
+    shapes = ((300, 250), (50, 100), (50, 100), (7, 3), (5,))
+    params = make_params(torch.float32, shapes)
+    opt = adamkit.create(name, params, backend="compiled")
+    grads = grad_stream(params)
+    before = dynamo_utils.counters["stats"]["unique_graphs"]
+    for i in range(3):
+        for p, g in zip(params, grads(i), strict=True):
+            p.grad = g.float()
+        opt.step()
+    compiled_configs = [c for c in fresh_configurations.known.values() if c is not None]
+    assert compiled_configs and calls(opt)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] - before == len(compiled_configs)
+
+
+@pytest.mark.parametrize(
+    "statistic, exact",
+    [
+        (reduce.norm, lambda x: x.square().sum().sqrt()),
+        (reduce.rms, lambda x: x.square().mean().sqrt()),
+        (reduce.mean_square, lambda x: x.square().mean()),
+        (reduce.mean_abs, lambda x: x.abs().mean()),
+        (
+            lambda x: reduce.channel_rms(x.view(2, -1)),
+            lambda x: x.view(2, -1)[0].square().mean().sqrt(),
+        ),
+    ],
+)
+def test_traced_statistics_of_large_float32_tensors_are_correctly_rounded(
+    statistic: object, exact: object
+) -> None:
+    # Traced on a small tensor, then run on 2^20 + 2 elements of mean 1: the float32 result
+    # is within one rounding of the float64 value (a float32 accumulator, or inductor's
+    # cascade helper, was 30-100 times further off).
+    from adamkit.core.graphs import INDUCTOR_OPTIONS
+
+    traced = torch.compile(statistic, dynamic=True, options=INDUCTOR_OPTIONS)
+    traced(torch.rand(64) + 0.5)
+    x = torch.rand((1 << 20) + 2, generator=torch.Generator().manual_seed(0)) + 0.5
+    value = traced(x).reshape(-1)[0]
+    truth = exact(x.double())  # type: ignore[operator]
+    assert value.dtype == torch.float32
+    assert abs(value.double() - truth) <= 2.0**-24 * truth
+
+
 def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
     # a 1-element tensor (Dynamo specialises sizes 0 and 1) and a non-contiguous view
     base = torch.randn(4, 6, dtype=torch.float64)

@@ -41,12 +41,37 @@ PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by update_one)
 
+# Traced, sums and means over a whole tensor, a channel or a uniform segment accumulate in
+# float64 and come back in the input's dtype (:func:`_traced_sum`, :func:`_traced_mean`).
+# Inductor 2.13 sums float32 in one of two ways, chosen by whether the size can exceed 4096:
+# one accumulator per vector lane (a relative error of 2e-4 on a sum of 20M squares) or a
+# cascade helper that kept its partial sums in memory and ran at half the memory bandwidth.
+# The choice put a guard on the size, so every reducing configuration compiled twice: on its
+# small stand-ins, then again, with the helper, on the first real tensors. A float64
+# accumulator is neither: vectorized, at the bandwidth, with a relative error near 1e-13, and
+# no guard. Eagerly, torch's own float32 reductions (cascade sums) stay.
+WIDE = torch.float64
+
+
+def _traced_sum(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Σ values (over ``dim``, else all), accumulated in float64, in ``values``' dtype."""
+    return torch.sum(values, dim=dim, dtype=WIDE).to(values.dtype)
+
+
+def _traced_mean(
+    values: torch.Tensor, dim: tuple[int, ...] | None = None, keepdim: bool = False
+) -> torch.Tensor:
+    """mean(values) (over ``dim``, else all), accumulated in float64, in float64: callers
+    finish (sqrt) before narrowing to the input's dtype."""
+    return torch.mean(values, dim=dim, keepdim=keepdim, dtype=WIDE)
+
 
 def _segment_sums(values: torch.Tensor) -> torch.Tensor:
     """Sums of ``values`` per active segment (one per tensor)."""
     segments = ACTIVE[-1]
     if segments.uniform:
-        return values.view(segments.sizes.shape[0], -1).sum(1)
+        rows = values.view(segments.sizes.shape[0], -1)
+        return _traced_sum(rows, 1) if torch.compiler.is_compiling() else rows.sum(1)
     return torch.zeros_like(segments.sizes).index_add_(0, segments.ids, values)
 
 
@@ -78,6 +103,8 @@ def norm(x: torch.Tensor) -> torch.Tensor:
     """‖x‖₂ over the whole tensor, as a 0-d tensor."""
     if ACTIVE:
         return _per_element(_segment_sums(x * x).sqrt())
+    if torch.compiler.is_compiling():
+        return torch.sum(x * x, dtype=WIDE).sqrt().to(x.dtype)
     return torch.linalg.vector_norm(x)
 
 
@@ -93,7 +120,7 @@ def rms(x: torch.Tensor) -> torch.Tensor:
     if ACTIVE:
         return _per_element((_segment_sums(x * x) / ACTIVE[-1].sizes).sqrt())
     if torch.compiler.is_compiling():
-        return torch.mean(x * x).sqrt()
+        return _traced_mean(x * x).sqrt().to(x.dtype)
     return torch.linalg.vector_norm(x) / math.sqrt(max(1, x.numel()))
 
 
@@ -102,7 +129,7 @@ def mean_square(x: torch.Tensor) -> torch.Tensor:
     if ACTIVE:
         return _per_element(_segment_sums(x * x) / ACTIVE[-1].sizes)
     if torch.compiler.is_compiling():
-        return torch.mean(x * x)
+        return _traced_mean(x * x).to(x.dtype)
     return torch.linalg.vector_norm(x).square() / max(1, x.numel())
 
 
@@ -119,8 +146,10 @@ def mean_abs(x: torch.Tensor) -> torch.Tensor:
     one), so |x| is summed in chunks of ``ABS_SUM_CHUNK`` elements instead."""
     if ACTIVE:
         return _per_element(_segment_sums(x.abs()) / ACTIVE[-1].sizes)
+    if torch.compiler.is_compiling():
+        return _traced_mean(x.abs()).to(x.dtype)
     n = max(1, x.numel())
-    if torch.compiler.is_compiling() or type(x) not in PLAIN_TYPES or x.device.type != "cpu":
+    if type(x) not in PLAIN_TYPES or x.device.type != "cpu":
         return torch.linalg.vector_norm(x, 1) / n
     flat = x.reshape(-1)
     if flat.numel() <= ABS_SUM_CHUNK:
@@ -141,7 +170,7 @@ def channel_rms(x: torch.Tensor) -> torch.Tensor:
     if x.ndim <= 1:
         return x.abs()
     if torch.compiler.is_compiling():
-        return torch.mean(x * x, dim=channel_dims(x), keepdim=True).sqrt()
+        return _traced_mean(x * x, channel_dims(x), keepdim=True).sqrt().to(x.dtype)
     per_channel = x[0].numel()
     return torch.linalg.vector_norm(x, dim=channel_dims(x), keepdim=True) / math.sqrt(per_channel)
 
@@ -152,11 +181,13 @@ def channel_mean_square(x: torch.Tensor) -> torch.Tensor:
     if x.ndim <= 1:
         return x * x
     if torch.compiler.is_compiling():
-        return torch.mean(x * x, dim=channel_dims(x), keepdim=True)
+        return _traced_mean(x * x, channel_dims(x), keepdim=True).to(x.dtype)
     norm = torch.linalg.vector_norm(x, dim=channel_dims(x), keepdim=True)
     return norm.square_().div_(x[0].numel())
 
 
 def channel_mean(x: torch.Tensor) -> torch.Tensor:
     """mean(x) per output channel (dim 0), shaped (C, 1, 1, ...)."""
+    if torch.compiler.is_compiling():
+        return _traced_mean(x, channel_dims(x), keepdim=True).to(x.dtype)
     return x.mean(dim=channel_dims(x), keepdim=True)
