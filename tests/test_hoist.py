@@ -104,3 +104,20 @@ def test_importing_adamkit_leaves_inductors_lowerings_unloaded() -> None:
     code = "import sys, adamkit; print('torch._inductor.lowering' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_whole_mean_is_stored_once_where_a_tensor_reads_what_follows_from_it() -> None:
+    # inductor lowers a mean to a stored sum divided by the size where it is read; the first
+    # scalar a tensor reads from it is stored (here the narrowed, guarded mean), and a mean
+    # over dimensions (not 0-d) is left to inductor
+    def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.mean(x.abs(), dtype=torch.float64).to(x.dtype)
+        floor = torch.where(mean == 0, torch.inf, mean)
+        rows = x.view(2, -1).mean(1, keepdim=True)
+        return x.clamp(min=floor), x.view(2, -1) - rows
+
+    x = torch.randn(10)
+    gm = hoisted(step, x)
+    assert stored_inputs(gm) == ["aten.where.self"]
+    for a, b in zip(gm(x), step(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -1,7 +1,8 @@
 """The scalar arithmetic of a compiled step, computed once per call instead of once per vector.
 
 A rule combines the step's numbers (0-d tensors) before it uses them on whole tensors:
-SAdam's β/√(1 − β2^t) and its reciprocal, B_Adam's mean|θ|·η/(1 − β1^t). Inductor inlines
+SAdam's β/√(1 − β2^t) and its reciprocal, B_Adam's mean|θ|·η/(1 − β1^t) (a mean itself is
+a stored sum divided by the size where it is read). Inductor inlines
 such a 0-d expression into every loop that reads it, and the C++ compiler cannot hoist it out
 of the loop (the scalars are loaded through a pointer that the loop's stores might alias), so
 each vector of 16 elements recomputed several scalar divisions. :func:`hoist_scalars` is a
@@ -101,6 +102,18 @@ def _scalar_arithmetic(node: torch.fx.Node) -> bool:
     return all(_is_scalar(n) for n in inputs)
 
 
+def _whole_mean(node: torch.fx.Node) -> bool:
+    """A mean over a whole tensor: inductor stores the sum and divides it by the size where the
+    mean is read, so every loop that reads it would divide once per vector."""
+    target = node.target
+    return (
+        node.op == "call_function"
+        and _is_scalar(node)
+        and isinstance(target, torch._ops.OpOverload)
+        and target.overloadpacket is torch.ops.aten.mean
+    )
+
+
 def _read_by_a_larger_tensor(node: torch.fx.Node) -> bool:
     return any(isinstance(u.meta.get("val"), Tensor) and not _is_scalar(u) for u in node.users)
 
@@ -113,10 +126,13 @@ def hoist_scalars(graph: torch.fx.Graph) -> None:
         return
     costly: dict[torch.fx.Node, bool] = {}
     for node in list(graph.nodes):
-        if not _scalar_arithmetic(node):
+        if _whole_mean(node):
+            costly[node] = True
+        elif _scalar_arithmetic(node):
+            inlined = [n for n in node.all_input_nodes if costly.get(n, False)]
+            costly[node] = node.target.overloadpacket in _COSTLY or bool(inlined)
+        else:
             continue
-        inlined = [n for n in node.all_input_nodes if costly.get(n, False)]
-        costly[node] = node.target.overloadpacket in _COSTLY or bool(inlined)
         if not (costly[node] and _read_by_a_larger_tensor(node)):
             continue
         with graph.inserting_after(node):
