@@ -750,3 +750,12 @@ def test_switching_the_backend_between_steps_continues_the_same_trajectory(name:
 
     for a, b in zip(script(True), script(False), strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_traced_sums_accumulate_in_float64_except_on_devices_without_it() -> None:
+    from types import SimpleNamespace
+
+    on = lambda device: SimpleNamespace(dtype=torch.float32, device=torch.device(device))  # noqa: E731
+    assert reduce._accumulator(on("cpu")) == torch.float64  # type: ignore[arg-type]
+    assert reduce._accumulator(on("meta")) == torch.float64  # type: ignore[arg-type]
+    assert reduce._accumulator(on("mps")) == torch.float32  # type: ignore[arg-type]

@@ -49,21 +49,36 @@ ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by
 # The choice put a guard on the size, so every reducing configuration compiled twice: on its
 # small stand-ins, then again, with the helper, on the first real tensors. A float64
 # accumulator is neither: vectorized, at the bandwidth, with a relative error near 1e-13, and
-# no guard. Eagerly, torch's own float32 reductions (cascade sums) stay.
+# no guard. Eagerly, torch's own float32 reductions (cascade sums) stay. Devices without
+# float64 (Apple's MPS) accumulate in the input's dtype.
 WIDE = torch.float64
+NO_FLOAT64_DEVICES = frozenset({"mps"})
+
+
+def _accumulator(values: torch.Tensor) -> torch.dtype:
+    """The dtype traced sums of ``values`` accumulate in."""
+    return values.dtype if values.device.type in NO_FLOAT64_DEVICES else WIDE
 
 
 def _traced_sum(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
     """Σ values (over ``dim``, else all), accumulated in float64, in ``values``' dtype."""
-    return torch.sum(values, dim=dim, dtype=WIDE).to(values.dtype)
+    return _traced_sum_wide(values, dim).to(values.dtype)
+
+
+def _traced_sum_wide(
+    values: torch.Tensor, dim: int | tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Σ values (over ``dim``, else all), accumulated and returned in float64: callers finish
+    (sqrt) before narrowing to the input's dtype."""
+    return torch.sum(values, dim=dim, dtype=_accumulator(values))
 
 
 def _traced_mean(
     values: torch.Tensor, dim: tuple[int, ...] | None = None, keepdim: bool = False
 ) -> torch.Tensor:
-    """mean(values) (over ``dim``, else all), accumulated in float64, in float64: callers
+    """mean(values) (over ``dim``, else all), accumulated and returned in float64: callers
     finish (sqrt) before narrowing to the input's dtype."""
-    return torch.mean(values, dim=dim, keepdim=keepdim, dtype=WIDE)
+    return torch.mean(values, dim=dim, keepdim=keepdim, dtype=_accumulator(values))
 
 
 def _segment_sums(values: torch.Tensor) -> torch.Tensor:
@@ -104,7 +119,7 @@ def norm(x: torch.Tensor) -> torch.Tensor:
     if ACTIVE:
         return _per_element(_segment_sums(x * x).sqrt())
     if torch.compiler.is_compiling():
-        return torch.sum(x * x, dtype=WIDE).sqrt().to(x.dtype)
+        return _traced_sum_wide(x * x).sqrt().to(x.dtype)
     return torch.linalg.vector_norm(x)
 
 
