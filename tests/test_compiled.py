@@ -181,7 +181,7 @@ def test_traced_statistics_of_large_float32_tensors_are_correctly_rounded(
 ) -> None:
     # Traced on a small tensor, then run on 2^20 + 2 elements of mean 1: the float32 result
     # is within one rounding of the float64 value (a float32 accumulator, or inductor's
-    # cascade helper, was 30-100 times further off).
+    # cascade helper, is not).
     from adamkit.core.graphs import INDUCTOR_OPTIONS
 
     traced = torch.compile(statistic, dynamic=True, options=INDUCTOR_OPTIONS)

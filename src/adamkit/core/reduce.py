@@ -41,16 +41,16 @@ PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by update_one)
 
-# Traced, sums and means over a whole tensor, a channel or a uniform segment accumulate in
-# float64 and come back in the input's dtype (:func:`_traced_sum`, :func:`_traced_mean`).
+# Traced, sums and means over a whole tensor, a channel or a same-size segment accumulate in
+# float64 (:func:`_traced_sum`, :func:`_traced_mean`); callers narrow to the input's dtype.
 # Inductor 2.13 sums float32 in one of two ways, chosen by whether the size can exceed 4096:
-# one accumulator per vector lane (a relative error of 2e-4 on a sum of 20M squares) or a
-# cascade helper that kept its partial sums in memory and ran at half the memory bandwidth.
-# The choice put a guard on the size, so every reducing configuration compiled twice: on its
-# small stand-ins, then again, with the helper, on the first real tensors. A float64
-# accumulator is neither: vectorized, at the bandwidth, with a relative error near 1e-13, and
-# no guard. Eagerly, torch's own float32 reductions (cascade sums) stay. Devices without
-# float64 (Apple's MPS) accumulate in the input's dtype.
+# one accumulator per vector lane, whose error grows with the size, or a cascade helper that
+# keeps its partial sums in memory (a store and a load for every vector). The choice put a
+# guard on the size, so every reducing configuration compiled twice: on its small stand-ins,
+# then again, with the helper, on the first real tensors. A float64 accumulator needs neither,
+# and its result, narrowed, is within one rounding of the exact value. Eagerly, torch's own
+# float32 reductions (cascade sums) stay. Devices without float64 (Apple's MPS) accumulate in
+# the input's dtype.
 WIDE = torch.float64
 NO_FLOAT64_DEVICES = frozenset({"mps"})
 
@@ -60,24 +60,15 @@ def _accumulator(values: torch.Tensor) -> torch.dtype:
     return values.dtype if values.device.type in NO_FLOAT64_DEVICES else WIDE
 
 
-def _traced_sum(values: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
-    """Σ values (over ``dim``, else all), accumulated in float64, in ``values``' dtype."""
-    return _traced_sum_wide(values, dim).to(values.dtype)
-
-
-def _traced_sum_wide(
-    values: torch.Tensor, dim: int | tuple[int, ...] | None = None
-) -> torch.Tensor:
-    """Σ values (over ``dim``, else all), accumulated and returned in float64: callers finish
-    (sqrt) before narrowing to the input's dtype."""
+def _traced_sum(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Σ values (over ``dim``, else all), in the accumulator's dtype."""
     return torch.sum(values, dim=dim, dtype=_accumulator(values))
 
 
 def _traced_mean(
     values: torch.Tensor, dim: tuple[int, ...] | None = None, keepdim: bool = False
 ) -> torch.Tensor:
-    """mean(values) (over ``dim``, else all), accumulated and returned in float64: callers
-    finish (sqrt) before narrowing to the input's dtype."""
+    """mean(values) (over ``dim``, else all), in the accumulator's dtype."""
     return torch.mean(values, dim=dim, keepdim=keepdim, dtype=_accumulator(values))
 
 
@@ -86,7 +77,9 @@ def _segment_sums(values: torch.Tensor) -> torch.Tensor:
     segments = ACTIVE[-1]
     if segments.uniform:
         rows = values.view(segments.sizes.shape[0], -1)
-        return _traced_sum(rows, 1) if torch.compiler.is_compiling() else rows.sum(1)
+        if torch.compiler.is_compiling():
+            return _traced_sum(rows, 1).to(values.dtype)
+        return rows.sum(1)
     return torch.zeros_like(segments.sizes).index_add_(0, segments.ids, values)
 
 
@@ -119,7 +112,7 @@ def norm(x: torch.Tensor) -> torch.Tensor:
     if ACTIVE:
         return _per_element(_segment_sums(x * x).sqrt())
     if torch.compiler.is_compiling():
-        return _traced_sum_wide(x * x).sqrt().to(x.dtype)
+        return _traced_sum(x * x).sqrt().to(x.dtype)
     return torch.linalg.vector_norm(x)
 
 
