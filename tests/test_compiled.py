@@ -633,7 +633,7 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
     from torch._inductor.compile_fx import compile_fx
 
     from adamkit.core.codegen import adjusted_codegen, cache_tag_options
-    from adamkit.core.rounding import random_bits, stochastic_round, stream_key
+    from adamkit.core.rounding import stochastic_round, stream_key
 
     def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
         with adjusted_codegen():  # keyed on the adjustments, as adamkit compiles
@@ -642,7 +642,7 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
     def update(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> None:
         new_m = m.float() * 0.9 + g * 0.1
         p.sub_(new_m * 1e-3)
-        m.copy_(stochastic_round(new_m, dtype, random_bits(new_m, stream_key(7, 3, 0, t))))
+        m.copy_(stochastic_round(new_m, dtype, stream_key(7, 3, 0, t)))
 
     compiled_update = torch.compile(update, backend=backend, dynamic=True, fullgraph=True)
     gen = torch.Generator().manual_seed(0)
@@ -656,6 +656,42 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
             compiled_update(runs[1][0], g, runs[1][1], t)
         assert torch.equal(runs[0][0], runs[1][0]), n
         assert torch.equal(runs[0][1].view(torch.int16), runs[1][1].view(torch.int16)), n
+
+
+def test_bfloat16_narrowing_truncates_only_what_stochastic_rounding_made_exact() -> None:
+    # With AVX2, the narrowing of a stochastically rounded value is a truncation; a plain
+    # narrowing, and one after a mask that leaves low bits set, keep ATen's rounding to
+    # nearest. All three give eager's bits.
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    from adamkit.core.codegen import adjusted_codegen, cache_tag_options
+    from adamkit.core.rounding import stochastic_round
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        with adjusted_codegen():
+            return compile_fx(gm, example_inputs, config_patches=cache_tag_options())
+
+    def narrowings(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        bits = x.view(torch.int32)
+        coarse = (bits & -4096).view(torch.float32)  # 12 low bits cleared: not yet a bfloat16
+        return (
+            x.to(torch.bfloat16),
+            coarse.to(torch.bfloat16),
+            stochastic_round(x, torch.bfloat16, t),
+        )
+
+    compiled = torch.compile(narrowings, backend=backend, dynamic=True, fullgraph=True)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4099, generator=gen) * torch.logspace(-30, 30, 4099)
+    x[:4] = torch.tensor([float("inf"), -float("inf"), 0.0, -0.0])
+    t = torch.tensor(5)
+    got, code = run_and_get_cpp_code(compiled, x, t)
+    for a, b in zip(got, narrowings(x, t), strict=True):
+        assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    truncations = code.count("_mm256_packus_epi32(_mm256_srli_epi32(")
+    assert truncations == (2 if type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2 else 0)
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ def test_the_stochastic_rounding_key_is_stored_once() -> None:
     from adamkit.core.rounding import random_bits, stream_key
 
     def bits(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        return random_bits(x, stream_key(7, 3, 1, step))
+        return random_bits(x, stream_key(7, 3, 1, step), 16)
 
     x, step = torch.zeros(10, dtype=torch.int32), torch.tensor(5)
     gm = hoisted(bits, x, step)

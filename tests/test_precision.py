@@ -33,17 +33,16 @@ RATIO_MOMENTS = {"duv_adam", "su_adam"}
 def test_stochastic_rounding_is_unbiased(dtype: torch.dtype, value: float) -> None:
     x = torch.full((1 << 20,), value, dtype=torch.float32)
     for key in range(3):
-        mean = stochastic_round(x, dtype, random_bits(x, stream_key(key))).double().mean().item()
+        mean = stochastic_round(x, dtype, stream_key(key)).double().mean().item()
         assert abs(mean - x[0].item()) <= 3e-5 * abs(value)
 
 
 def test_stochastic_rounding_of_each_element_is_unbiased_over_steps() -> None:
     # What an EMA needs: each element, rounded step after step with that step's key, averages
-    # to its value (the element hash alone is one multiply-xorshift; the key makes it uniform).
+    # to its value (the element hash alone is one multiply; the key makes it uniform).
     x = torch.full((16,), 1 + 1 / 3, dtype=torch.float32)
     steps = [
-        stochastic_round(x, torch.bfloat16, random_bits(x, stream_key(0, 5, 1, t))).double()
-        for t in range(1, 8193)
+        stochastic_round(x, torch.bfloat16, stream_key(0, 5, 1, t)).double() for t in range(1, 8193)
     ]
     means = torch.stack(steps).mean(0)
     ulp = 2.0**-7
@@ -51,9 +50,32 @@ def test_stochastic_rounding_of_each_element_is_unbiased_over_steps() -> None:
     assert ((means - x.double()).abs() <= 4 * (ulp / 2) / 8192**0.5).all(), means
 
 
+@pytest.mark.parametrize("count", [13, 16, 24])
+def test_random_bits_are_fair_and_neighbours_do_not_repeat_each_other(count: int) -> None:
+    x = torch.zeros(1 << 18, dtype=torch.int32)
+    bits = random_bits(x, stream_key(3, 1, 0, 9), count).long()
+    assert bits.min() >= 0 and bits.max() < 1 << count
+    ones = torch.stack([(bits >> b) & 1 for b in range(count)]).double().mean(1)
+    sigma = 0.5 / len(bits) ** 0.5
+    assert ((ones - 0.5).abs() < 5 * sigma).all(), ones  # every bit is a fair coin
+    # One multiply-xorshift round leaves neighbours of one step weakly correlated (|r| up to
+    # about 0.33); the product's high bits alone repeated at lag 2 (r = 0.98). Unbiasedness
+    # needs only each element's bits to be uniform over steps (tested above).
+    u = bits.double() / (1 << count) - 0.5
+    for lag in (1, 2, 4, 8, 16):
+        corr = (u[lag:] * u[:-lag]).mean() / u.var()
+        assert abs(corr) < 0.4, (lag, corr)
+
+
+@pytest.mark.parametrize("count", [0, 25])
+def test_random_bits_refuse_counts_outside_1_to_24(count: int) -> None:
+    with pytest.raises(ValueError, match=f"count={count}"):
+        random_bits(torch.zeros(4, dtype=torch.int32), 1, count)
+
+
 def test_stochastic_rounding_lands_on_the_two_neighbours_only() -> None:
     x = torch.full((4096,), 1.0 + 2**-10, dtype=torch.float32)  # between bf16 1.0 and 1.0078125
-    out = stochastic_round(x, torch.bfloat16, random_bits(x, 7)).float()
+    out = stochastic_round(x, torch.bfloat16, 7).float()
     assert set(out.unique().tolist()) == {1.0, 1.0078125}
     assert 0.10 < (out > 1).float().mean().item() < 0.15  # probability 2^-10 / 2^-7 = 1/8
 

@@ -36,7 +36,7 @@ BLOCK = 256
 
 def _round_to(x: torch.Tensor, dtype: torch.dtype, rounding: Rounding, key: int) -> torch.Tensor:
     if rounding == "stochastic":
-        return stochastic_round(x, dtype, random_bits(x, key))
+        return stochastic_round(x, dtype, key)
     return x.to(dtype)
 
 
@@ -172,7 +172,7 @@ class Blockwise8:
         lo, hi = codes[upper - 1], codes[upper]
         fraction = ((normalized - lo) / (hi - lo)).clamp(0, 1)
         if self.rounding == "stochastic":
-            draw = (random_bits(normalized, key) & 0xFFFFFF).to(torch.float32) * (1.0 / 2**24)
+            draw = random_bits(normalized, key, 24).to(torch.float32) * (1.0 / 2**24)
             take_upper = draw < fraction
         else:
             take_upper = fraction >= 0.5

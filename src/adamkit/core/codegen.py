@@ -149,6 +149,91 @@ def _arange_by_broadcast(original: Any) -> Any:
     return arange
 
 
+def _remember_origin(original: Any) -> Any:
+    """Every CSE variable of a kernel keeps the name and arguments of the op that made it
+    (``adamkit_origin``), so that :func:`_masked_bits` can follow a value back."""
+
+    def update_on_args(self: Any, name: str, args: Any, kwargs: Any) -> None:
+        original(self, name, args, kwargs)
+        self.adamkit_origin = (name, args)
+
+    return update_on_args
+
+
+# The mask that stochastic rounding to bfloat16 clears the low 16 bits of a float32 with.
+_HIGH_HALF = 0xFFFF0000
+
+
+def _constant(value: Any) -> int | None:
+    """The integer a CSE value holds, if it is a constant."""
+    if isinstance(value, int):
+        return value
+    origin = getattr(value, "adamkit_origin", None)
+    if origin is not None and origin[0] == "constant" and isinstance(origin[1][0], int):
+        return origin[1][0]
+    return None
+
+
+def _masked_bits(value: Any) -> Any:
+    """For a float32 vector made as ``(y & 0xFFFF0000).view(torch.float32)``: the int32
+    vector ``y``, whose high 16 bits are the value's bfloat16 bits; otherwise None."""
+    origin = getattr(value, "adamkit_origin", None)
+    if origin is None or origin[0] != "to_dtype_bitcast" or origin[1][2] != torch.int32:
+        return None
+    masked = getattr(origin[1][0], "adamkit_origin", None)
+    if masked is None or masked[0] != "bitwise_and":
+        return None
+    for bits, mask in (masked[1][:2], masked[1][1::-1]):
+        constant = _constant(mask)
+        if constant is not None and constant & 0xFFFFFFFF == _HIGH_HALF:
+            return bits if getattr(bits, "is_vec", False) else None
+    return None
+
+
+def _exact_bfloat16_by_truncation(original: Any) -> Any:
+    """``(y & 0xFFFF0000).view(torch.float32).to(torch.bfloat16)`` as the high halves of y.
+
+    Stochastic rounding clears the low 16 bits of the float32 pattern, so the value is
+    already a bfloat16 and narrowing it only drops those bits. ATen's conversion rounds to
+    nearest even instead: per vector a NaN test, a shift, an and, two adds, a shift and a
+    blend before the pack. With AVX2 those instructions made bfloat16 state slower than
+    float32 state for AdamW. Here a shift per vector of y feeds the same pack, and the ``&``
+    goes unused. The bits are the same, except a NaN's payload (ATen canonicalises it;
+    truncation keeps it, still a NaN). Emitted for AVX2 only, where it was measured and
+    tested; other instruction sets keep ATen's conversion."""
+    from torch._inductor import cpu_vec_isa
+
+    def get_to_dtype_expr(
+        self: Any, src: Any, dtype: Any, src_dtype: Any, rounding: bool = False
+    ) -> Any:
+        bits = None
+        if (
+            dtype == torch.bfloat16
+            and src_dtype == torch.float32
+            and type(self.vec_isa) is cpu_vec_isa.VecAVX2
+        ):
+            bits = _masked_bits(src)
+        pairs = self._get_num_vectors(torch.bfloat16)
+        if bits is None or self._get_num_vectors(torch.int32) != 2 * pairs:
+            return original(self, src, dtype, src_dtype, rounding)
+
+        def packed(first: str, second: str) -> str:
+            return (
+                f"_mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_srli_epi32({first}, 16), "
+                f"_mm256_srli_epi32({second}, 16)), 0xd8)"
+            )
+
+        if pairs == 1:
+            return f"at::vec::Vectorized<at::BFloat16>({packed(f'{bits}[0]', f'{bits}[1]')})"
+        return (
+            f"[&]() {{ at::vec::VectorizedN<at::BFloat16, {pairs}> out; "
+            f"for (int i = 0; i < {pairs}; i++) out[i] = at::vec::Vectorized<at::BFloat16>("
+            f"{packed(f'{bits}[2 * i]', f'{bits}[2 * i + 1]')}); return out; }}()"
+        )
+
+    return get_to_dtype_expr
+
+
 @contextlib.contextmanager
 def adjusted_codegen() -> Iterator[None]:
     """Inductor's C++ code generation with adamkit's adjustments (see the module docstring)."""
@@ -161,6 +246,8 @@ def adjusted_codegen() -> Iterator[None]:
         _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
         _patched(_cpp, "parallel_num_threads", _threads_at_least_two),
         _patched(_cpp.CppVecKernel, "arange", _arange_by_broadcast),
+        _patched(_cpp.CppCSEVariable, "update_on_args", _remember_origin),
+        _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _exact_bfloat16_by_truncation),
     ):
         yield
 

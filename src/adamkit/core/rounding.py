@@ -22,7 +22,8 @@ _MASK32 = 0xFFFFFFFF
 # Multiplier of a well-mixing 32-bit integer hash (x ^= x >> 16; x *= C; twice). It is below
 # 2^31, so products of 32-bit values stay inside int64 without overflow.
 _MIX = 0x45D9F3B
-# An odd multiplier (lowbias32's first, C. Wellons' hash prospector, 2018), below 2^31.
+# An odd multiplier (lowbias32's first, C. Wellons' hash prospector, 2018), below 2^31: the
+# per-element hash of random_bits.
 _LANE_MIX = 0x7FEB352D
 # Odd weights below 2^31 of stream_key's parts (murmur2's and other well-known multipliers).
 _PART_WEIGHTS = (0x5BD1E995, 0x27D4EB2F, 0x165667B1, 0x61C88647)
@@ -62,42 +63,42 @@ def _as_int32(key: int | torch.Tensor) -> int | torch.Tensor:
     return key - (1 << 32) if key >= 1 << 31 else key
 
 
-def _lanes_mix32(x: torch.Tensor) -> torch.Tensor:
-    """One multiply-xorshift round on int32 lanes (multiplication wraps modulo 2^32 like
-    unsigned arithmetic; the shift is logical, hence the mask: ``>>`` on int32 is arithmetic).
+def random_bits(like: torch.Tensor, key: int | torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` (1 to 24) random bits per element of ``like``, from ``key``: int32 values in
+    [0, 2^count).
 
-    One round is enough here: the key is a full hash of (seed, tensor, buffer, step), so for
-    every element ``index ^ key`` is already uniform and independent from step to step, which
-    is what makes stochastic rounding unbiased. This bijection only decorrelates neighbouring
-    elements of one step (their low bits would otherwise count up together)."""
-    x = x * _LANE_MIX
-    return x ^ ((x >> 16) & 0xFFFF)
-
-
-def random_bits(like: torch.Tensor, key: int | torch.Tensor) -> torch.Tensor:
-    """32 random bits per element of ``like`` (an int32 tensor, any bit pattern), from ``key``.
-
-    int32 lanes, not int64: a vector holds twice as many, and AVX2 has no 64-bit multiply. An
-    element's bits depend on its index modulo 2^32 only."""
+    x = (index ^ key) · C modulo 2^32, then the low bits of x ^ (x >> 16): one round of a
+    multiply-xorshift hash. One round is enough here: the key is a full hash of (seed, tensor,
+    buffer, step), so for every element ``index ^ key`` is uniform and independent from step
+    to step, and both steps are bijections, which is what makes stochastic rounding unbiased.
+    The xorshift brings the product's well-mixed high bits down: without it, the low bits of
+    neighbouring elements count up together, and the high bits alone (with this C close to
+    2^31) nearly repeat two elements apart.
+    int32 lanes, not int64: a vector holds twice as many, and AVX2 has no 64-bit multiply. On
+    int32, ``>>`` is arithmetic; the mask keeps the low bits only, so that does not matter
+    below 17 bits, and above it bits 16 to 23 are x's own, uniform too. An element's bits
+    depend on its index modulo 2^32 only."""
+    if not 1 <= count <= 24:
+        raise ValueError(f"random_bits draws 1 to 24 bits per element, got count={count}")
     n = like.numel()
     if n <= 1 << 31:
         index = torch.arange(n, device=like.device, dtype=torch.int32)
     else:
         index = torch.arange(n, device=like.device, dtype=torch.int64).to(torch.int32)
-    return _lanes_mix32(index.view(like.shape) ^ _as_int32(key))
+    x = (index.view(like.shape) ^ _as_int32(key)) * _LANE_MIX
+    return (x ^ (x >> 16)) & ((1 << count) - 1)
 
 
-def stochastic_round(x: torch.Tensor, dtype: torch.dtype, bits: torch.Tensor) -> torch.Tensor:
-    """Round ``x`` to bfloat16 or float16 stochastically, using the low bits of ``bits``.
+def stochastic_round(x: torch.Tensor, dtype: torch.dtype, key: int | torch.Tensor) -> torch.Tensor:
+    """Round ``x`` to bfloat16 or float16 stochastically, with random bits drawn from ``key``.
 
     Adds a uniform random integer below 2^k to the float32 bit pattern and clears the k low
     mantissa bits (k = 16 for bfloat16, 13 for float16): magnitudes round up with probability
     equal to their position between the two neighbours. The float16 result is exact wherever
-    float16 is normal; below that the final cast rounds to nearest.
+    float16 is normal; below that the final cast rounds to nearest. (The compiled path narrows
+    the bfloat16 case by truncation: :func:`adamkit.core.codegen._exact_bfloat16_by_truncation`.)
     """
     dropped = DROPPED_BITS[dtype]
-    low = (1 << dropped) - 1
     pattern = x.to(torch.float32).view(torch.int32)
-    noise = bits & low
-    rounded = ((pattern + noise) & ~low).view(torch.float32)
-    return rounded.to(dtype)
+    rounded = (pattern + random_bits(pattern, key, dropped)) & ~((1 << dropped) - 1)
+    return rounded.view(torch.float32).to(dtype)
