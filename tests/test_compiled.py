@@ -579,7 +579,7 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
 
 def test_codegen_adjustments_apply_to_this_inductor() -> None:
     # Each adjustment skips itself where inductor lacks what it patches; on the torch that
-    # adamkit pins, all five must be in force while adamkit compiles (and none after).
+    # adamkit pins, all seven must be in force while adamkit compiles (and none after).
     from torch._inductor.codegen import cpp
 
     from adamkit.core.codegen import adjusted_codegen
@@ -590,6 +590,8 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
         (cpp.CppVecOverrides, "to_dtype_bitcast"),
         (cpp, "parallel_num_threads"),
         (cpp.CppVecKernel, "arange"),
+        (cpp.CppCSEVariable, "update_on_args"),
+        (cpp.CppVecKernel, "get_to_dtype_expr"),
     ]
     before = [vars(owner).get(name) for owner, name in patched]
     with adjusted_codegen():

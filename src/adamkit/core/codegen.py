@@ -1,10 +1,11 @@
 """Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
 
 Each one patches a function or method of ``torch._inductor.codegen.cpp`` for the duration of
-:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Four change
+:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Five change
 how fast the generated code runs (or whether it compiles at all), never what it computes; one
 (:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct when it
-runs on several threads.
+runs on several threads; one (:func:`_remember_origin`) only records, for
+:func:`_exact_bfloat16_by_truncation`, which op made each value of a kernel.
 Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
 pass whose uuid, a hash of this file and of :mod:`adamkit.core.hoist`, enters the cache key;
 the pass itself is :func:`~adamkit.core.hoist.hoist_scalars`.
