@@ -696,6 +696,30 @@ def test_bfloat16_narrowing_truncates_only_what_stochastic_rounding_made_exact()
     assert truncations == (2 if type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2 else 0)
 
 
+def test_float32_loops_hold_values_in_pairs_of_vectors_with_avx2() -> None:
+    # With AVX2, a loop without 16-bit values is tiled at twice the float32 width (values in
+    # pairs of vectors); elsewhere inductor's own width stays. Eager's values, to rounding.
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    from adamkit.core.codegen import adjusted_codegen, cache_tag_options
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        with adjusted_codegen():
+            return compile_fx(gm, example_inputs, config_patches=cache_tag_options())
+
+    def update(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x / (y.sqrt() + 1e-8)
+
+    compiled = torch.compile(update, backend=backend, dynamic=True, fullgraph=True)
+    x, y = torch.randn(1000), torch.rand(1000)
+    got, code = run_and_get_cpp_code(compiled, x, y)
+    torch.testing.assert_close(got, update(x, y))
+    paired = "VectorizedN<float,2>" in code
+    assert paired == (type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2)
+
+
 @pytest.mark.slow
 def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
     fresh_configurations: graphs.Configurations,

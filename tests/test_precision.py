@@ -39,7 +39,7 @@ def test_stochastic_rounding_is_unbiased(dtype: torch.dtype, value: float) -> No
 
 def test_stochastic_rounding_of_each_element_is_unbiased_over_steps() -> None:
     # What an EMA needs: each element, rounded step after step with that step's key, averages
-    # to its value (the element hash alone is one multiply; the key makes it uniform).
+    # to its value (the element hash alone is one multiply-xorshift round; the key makes it uniform).
     x = torch.full((16,), 1 + 1 / 3, dtype=torch.float32)
     steps = [
         stochastic_round(x, torch.bfloat16, stream_key(0, 5, 1, t)).double() for t in range(1, 8193)
@@ -58,9 +58,9 @@ def test_random_bits_are_fair_and_neighbours_do_not_repeat_each_other(count: int
     ones = torch.stack([(bits >> b) & 1 for b in range(count)]).double().mean(1)
     sigma = 0.5 / len(bits) ** 0.5
     assert ((ones - 0.5).abs() < 5 * sigma).all(), ones  # every bit is a fair coin
-    # One multiply-xorshift round leaves neighbours of one step weakly correlated (|r| up to
-    # about 0.33); the product's high bits alone repeated at lag 2 (r = 0.98). Unbiasedness
-    # needs only each element's bits to be uniform over steps (tested above).
+    # One multiply-xorshift round leaves neighbours of one step weakly correlated; the
+    # product's high bits alone nearly repeated two elements apart. Unbiasedness needs only
+    # each element's bits to be uniform over steps (tested above).
     u = bits.double() / (1 << count) - 0.5
     for lag in (1, 2, 4, 8, 16):
         corr = (u[lag:] * u[:-lag]).mean() / u.var()

@@ -70,17 +70,15 @@ def _tiling(original: Any) -> Any:
     With AVX2 (8 float32 lanes) the same pairs help loops with no 16-bit value at all: each
     operation is issued for two independent vectors, so a long chain of dependent operations
     (SAdam's polynomials between a square root and a division) overlaps with its twin, where
-    one vector per iteration left the core waiting on latencies. On a Zen 3 this took SAdam's
-    step on the GPT-like set from 2.0-2.2 to 1.6-1.7 times fused AdamW's, B_Adam's from 3.2 to
-    2.5, and no rule got slower. AVX-512 keeps its 16 lanes: not measured here."""
+    one vector per iteration left the core waiting on latencies (the README gives the step
+    times on a Zen 3). AVX-512 keeps its 16 lanes: not measured here."""
     lowp_of = getattr(_cpp, "get_loop_body_lowp_fp", None)
     if lowp_of is None or not hasattr(_cpp, "_get_loop_body"):
         return original
-    from torch._inductor import cpu_vec_isa
 
     def select_tiling(self: Any, fn_list: Any, var_sizes_list: Any) -> Any:
         found = {lowp_of(body)[0] for body in _cpp._get_loop_body(fn_list)} - {None}
-        if not found and type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2:
+        if not found and _on_avx2():
             found = {torch.bfloat16}  # a 16-bit width: twice the float32 one
         if len(found) != 1:
             return original(self, fn_list, var_sizes_list)
@@ -94,6 +92,13 @@ def _tiling(original: Any) -> Any:
             return original(self, fn_list, var_sizes_list)
 
     return select_tiling
+
+
+def _on_avx2() -> bool:
+    """Whether inductor generates AVX2 code here (8 float32 lanes; not AVX-512)."""
+    from torch._inductor import cpu_vec_isa
+
+    return type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2
 
 
 def _threads_at_least_two(original: Callable[[], int]) -> Callable[[], int]:
@@ -213,18 +218,12 @@ def _exact_bfloat16_by_truncation(original: Any) -> Any:
     goes unused. The bits are the same, except a NaN's payload (ATen canonicalises it;
     truncation keeps it, still a NaN). Emitted for AVX2 only, where it was measured and
     tested; other instruction sets keep ATen's conversion."""
-    from torch._inductor import cpu_vec_isa
 
     def get_to_dtype_expr(
         self: Any, src: Any, dtype: Any, src_dtype: Any, rounding: bool = False
     ) -> Any:
-        bits = None
-        if (
-            dtype == torch.bfloat16
-            and src_dtype == torch.float32
-            and type(self.vec_isa) is cpu_vec_isa.VecAVX2
-        ):
-            bits = _masked_bits(src)
+        exact = dtype == torch.bfloat16 and src_dtype == torch.float32 and _on_avx2()
+        bits = _masked_bits(src) if exact else None
         pairs = self._get_num_vectors(torch.bfloat16)
         if bits is None or self._get_num_vectors(torch.int32) != 2 * pairs:
             return original(self, src, dtype, src_dtype, rounding)

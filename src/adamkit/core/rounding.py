@@ -76,7 +76,7 @@ def random_bits(like: torch.Tensor, key: int | torch.Tensor, count: int) -> torc
     2^31) nearly repeat two elements apart.
     int32 lanes, not int64: a vector holds twice as many, and AVX2 has no 64-bit multiply. On
     int32, ``>>`` is arithmetic; the mask keeps the low bits only, so that does not matter
-    below 17 bits, and above it bits 16 to 23 are x's own, uniform too. An element's bits
+    below 17 bits, and above it bits 16 to 23 are x's own flipped by its sign, uniform too. An element's bits
     depend on its index modulo 2^32 only."""
     if not 1 <= count <= 24:
         raise ValueError(f"random_bits draws 1 to 24 bits per element, got count={count}")
