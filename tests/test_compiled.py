@@ -579,8 +579,9 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
 
 def test_codegen_adjustments_apply_to_this_inductor() -> None:
     # Each adjustment skips itself where inductor lacks what it patches; on the torch that
-    # adamkit pins, all seven must be in force while adamkit compiles (and none after).
+    # adamkit pins, all eight must be in force while adamkit compiles (and none after).
     from torch._inductor.codegen import cpp
+    from torch._inductor.dtype_propagation import DtypePropagationOpsHandler
 
     from adamkit.core.codegen import adjusted_codegen
 
@@ -592,6 +593,7 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
         (cpp.CppVecKernel, "arange"),
         (cpp.CppCSEVariable, "update_on_args"),
         (cpp.CppVecKernel, "get_to_dtype_expr"),
+        (DtypePropagationOpsHandler, "__init__"),
     ]
     before = [vars(owner).get(name) for owner, name in patched]
     with adjusted_codegen():
@@ -599,6 +601,27 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
     after = [vars(owner).get(name) for owner, name in patched]
     assert all(a is not b for a, b in zip(before, during, strict=True))
     assert all(a is b for a, b in zip(before, after, strict=True))
+
+
+def test_dtype_rules_are_built_once_unless_their_tables_grow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch._inductor import lowering, utils  # lowering fills the table of rules
+    from torch._inductor.dtype_propagation import DtypePropagationOpsHandler
+
+    from adamkit.core.codegen import adjusted_codegen
+
+    assert "add" in utils.op_dtype_propagation_rules, lowering
+    with adjusted_codegen():
+        rule = DtypePropagationOpsHandler().add
+        assert DtypePropagationOpsHandler().add is rule  # not set again
+        a, b = (torch.empty(1, dtype=d) for d in (torch.float16, torch.float32))
+        assert rule(a, b) == torch.float32
+        grown = dict(utils.op_dtype_propagation_rules)
+        grown["adamkit_test_op"] = utils.op_dtype_propagation_rules["add"]
+        monkeypatch.setattr(utils, "op_dtype_propagation_rules", grown)
+        assert DtypePropagationOpsHandler().adamkit_test_op is not None  # rebuilt with it
+        assert DtypePropagationOpsHandler().add is not rule
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float32])

@@ -1,10 +1,11 @@
 """Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
 
-Each one patches a function or method of ``torch._inductor.codegen.cpp`` for the duration of
-:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Five change
-how fast the generated code runs (or whether it compiles at all), never what it computes; one
-(:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct when it
-runs on several threads; one (:func:`_remember_origin`) only records, for
+Each one patches a function or method of ``torch._inductor.codegen.cpp`` (one, of its dtype
+rules) for the duration of :func:`adjusted_codegen` and is skipped where that inductor has no
+such attribute. Five change how fast the generated code runs (or whether it compiles at all),
+never what it computes; one (:func:`_dtype_rules_built_once`) only how fast it is generated;
+one (:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct
+when it runs on several threads; one (:func:`_remember_origin`) only records, for
 :func:`_exact_bfloat16_by_truncation`, which op made each value of a kernel.
 Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
 pass whose uuid, a hash of this file and of :mod:`adamkit.core.hoist`, enters the cache key;
@@ -23,9 +24,10 @@ import torch
 from adamkit.core import hoist
 
 try:
+    from torch._inductor import dtype_propagation as _dtype_propagation
     from torch._inductor.codegen import cpp as _cpp
 except ImportError:  # pragma: no cover - a torch without inductor's C++ backend
-    _cpp = None
+    _cpp = _dtype_propagation = None
 
 
 @contextlib.contextmanager
@@ -166,6 +168,26 @@ def _arange_by_broadcast(original: Any) -> Any:
     return arange
 
 
+def _dtype_rules_built_once(original: Any) -> Any:
+    """The singleton of inductor's dtype rules builds its rules once, not at every call.
+
+    Inductor 2.13 calls ``DtypePropagationOpsHandler()`` for every op it generates code for;
+    the class returns its one instance, but ``__init__`` sets every op's rule on it again and
+    compares the op names with ``dir()`` of it. That was a third of the time spent generating
+    B_Adam's kernels, whose softplus polynomials are many ops. The rules are rebuilt only when
+    the tables they come from have grown (a new op registered)."""
+    from torch._inductor import utils
+    from torch._inductor.codegen import common
+
+    def build_rules(self: Any) -> None:
+        tables = (len(utils.op_dtype_propagation_rules), len(common.pointwise_overrides_data))
+        if vars(self).get("adamkit_built_from") != tables:
+            original(self)
+            self.adamkit_built_from = tables
+
+    return build_rules
+
+
 def _remember_origin(original: Any) -> Any:
     """Every CSE variable of a kernel keeps the name and arguments of the op that made it
     (``adamkit_origin``), so that :func:`_masked_bits` can follow a value back."""
@@ -259,6 +281,9 @@ def adjusted_codegen() -> Iterator[None]:
         _patched(_cpp.CppVecKernel, "arange", _arange_by_broadcast),
         _patched(_cpp.CppCSEVariable, "update_on_args", _remember_origin),
         _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _exact_bfloat16_by_truncation),
+        _patched(
+            _dtype_propagation.DtypePropagationOpsHandler, "__init__", _dtype_rules_built_once
+        ),
     ):
         yield
 
