@@ -4,7 +4,8 @@ foreach AdamW, on the same parameters, in one process.
 Each measurement alternates the candidate with ``torch.optim.AdamW(fused=True)`` and
 ``torch.optim.AdamW(foreach=True)`` (A B C A B C ...). Step times are medians; a ratio is the
 median of the ratios of each round, so that drifts of the machine hit both sides alike. The
-first step (which includes compiling) is reported separately. For every candidate the table
+first step (which includes compiling) and the slowest step before timing (where a configuration
+first needed later compiles) are reported separately. For every candidate the table
 gives the step time, its ratios to fused and foreach AdamW with their median times in the
 rounds paired with it (memory-bound steps follow the machine's memory traffic and
 compute-bound ones do not, so a ratio is read with its baseline), the bytes it must move per
@@ -149,14 +150,16 @@ def interleaved(steps: Sequence[Callable[[], Any]], repeats: int) -> list[list[f
 WARMUP_STEPS = 6
 
 
-def warm_up(opt: torch.optim.Optimizer) -> float:
-    """Take :data:`WARMUP_STEPS` steps; the time of the first (which includes compiling)."""
-    start = time.perf_counter()
-    opt.step()
-    first = time.perf_counter() - start
-    for _ in range(WARMUP_STEPS - 1):
+def warm_up(opt: torch.optim.Optimizer) -> list[float]:
+    """Take :data:`WARMUP_STEPS` steps; their times in seconds. A configuration compiles at
+    the first step that needs it: most at step 1, B_Adam's general one at step 2, RAdam's and
+    SRAdam's rectified one at step 6."""
+    times = []
+    for _ in range(WARMUP_STEPS):
+        start = time.perf_counter()
         opt.step()
-    return first
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -195,11 +198,11 @@ def measure_set(
         fused_t: list[float],
         foreach_t: list[float],
         *,
-        first: float,
+        warm: list[float],
         bytes_pp: float,
         peak: int,
     ) -> dict[str, Any]:
-        out = row(set_name, label, t, fused_t, first, bytes_pp, n, bandwidth)
+        out = row(set_name, label, t, fused_t, warm, bytes_pp, n, bandwidth)
         out["ratio_to_foreach"] = median_ratio(t, foreach_t)
         out["foreach_adamw_ms"] = statistics.median(foreach_t) * 1e3
         out["per_tensor_us"] = statistics.median(t) / count * 1e6
@@ -213,7 +216,7 @@ def measure_set(
             t_foreach,
             t_fused,
             t_foreach,
-            first=first,
+            warm=[first],
             bytes_pp=28.0,
             peak=foreach_peak,
         )
@@ -224,7 +227,7 @@ def measure_set(
             t_fused,
             t_fused,
             t_foreach,
-            first=0.0,
+            warm=[0.0],
             bytes_pp=28.0,
             peak=fused_peak,
         )
@@ -239,7 +242,7 @@ def measure_set(
             "state_rounding": state_rounding,
         }
         opt = adamkit.create(name, params, **hyper)
-        first = warm_up(opt)
+        warm = warm_up(opt)
         t, t_fused, t_foreach = interleaved([opt.step, fused.step, foreach.step], repeats)
         label = name if state_dtype is None else f"{name} [{state_dtype}, {state_rounding}]"
         result = table_row(
@@ -247,7 +250,7 @@ def measure_set(
             t,
             t_fused,
             t_foreach,
-            first=first,
+            warm=warm,
             bytes_pp=min_bytes_per_param(opt, params),
             peak=peak_step_bytes(opt.step),
         )
@@ -271,11 +274,12 @@ def row(
     label: str,
     t: list[float],
     t_fused: list[float],
-    first: float,
+    warm: list[float],
     bytes_pp: float,
     n: int,
     bandwidth: float,
 ) -> dict[str, Any]:
+    """One row of the table; ``warm`` holds the times of the steps taken before timing."""
     step = statistics.median(t)
     return {
         "set": set_name,
@@ -283,7 +287,8 @@ def row(
         "step_ms": step * 1e3,
         "fused_adamw_ms": statistics.median(t_fused) * 1e3,
         "ratio_to_fused": median_ratio(t, t_fused),
-        "first_step_s": first,
+        "first_step_s": warm[0],
+        "slowest_warmup_step_s": max(warm),
         "bytes_per_param": bytes_pp,
         "bandwidth_fraction": bytes_pp * n / step / 1e9 / bandwidth,
     }
@@ -297,6 +302,7 @@ def format_row(r: dict[str, Any]) -> str:
         f"foreach x{r['ratio_to_foreach']:5.2f} ({r['foreach_adamw_ms']:7.2f} ms)  "
         f"{r['per_tensor_us']:7.2f} us/tensor  "
         f"peak +{r['peak_extra_bytes_per_param']:5.2f} B/p  first {r['first_step_s']:6.2f} s"
+        f" (slowest {r['slowest_warmup_step_s']:6.2f} s)"
         + (
             f"  vs float32 state x{r['ratio_to_float32_state']:5.2f}"
             if "ratio_to_float32_state" in r
@@ -324,8 +330,8 @@ def markdown(results: dict[str, Any]) -> str:
         "| set | optimizer | step ms | ratio to fused AdamW | fused AdamW ms "
         "| ratio to foreach AdamW | foreach AdamW ms "
         "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s "
-        "| ratio to float32 state |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| slowest warm-up step s | ratio to float32 state |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
@@ -334,6 +340,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['foreach_adamw_ms']:.2f} | {r['per_tensor_us']:.2f} | "
             f"{r['bytes_per_param']:.1f} | {100 * r['bandwidth_fraction']:.0f}% | "
             f"{r['peak_extra_bytes_per_param']:.2f} | {r['first_step_s']:.2f} | "
+            f"{r['slowest_warmup_step_s']:.2f} | "
             + (f"{r['ratio_to_float32_state']:.2f} |" if "ratio_to_float32_state" in r else "— |")
         )
     return "\n".join(lines) + "\n"
