@@ -81,6 +81,32 @@ def test_low_precision_state_is_timed_against_float32_state(
     assert "| tiny | adamw |" in (out / "speed.md").read_text()
 
 
+def test_threads_are_set_and_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(speed.SETS, "tiny", lambda: [("a", (64, 32))])
+    before = torch.get_num_threads()
+    out = tmp_path / "speed"
+    args = ["--optimizers", "adamw", "--sets", "tiny", "--backend", "eager", "--repeats", "2"]
+    try:
+        assert speed.main([*args, "--threads", "1", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((out / "speed.json").read_text())["threads"] == 1
+
+
+@pytest.mark.parametrize("option", ["--threads", "--repeats"])
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_counts_below_one_are_refused(
+    option: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        speed.main([option, value, "--out", str(tmp_path / "speed")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and f"got {value!r}" in err and "at least 1" in err
+    assert not (tmp_path / "speed").exists()  # refused before anything ran
+
+
 def test_interleaved_steps_in_rounds_and_ratios_are_per_round() -> None:
     from adamkit.bench.speed import interleaved, median_ratio
 

@@ -346,6 +346,17 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1 given on the command line."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adamkit speed", description=__doc__)
     parser.add_argument("--optimizers", default="all", help="comma-separated names, or 'all'")
@@ -358,7 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         help="how low-precision state is written back",
     )
     parser.add_argument("--backend", default="compiled", choices=("compiled", "eager", "auto"))
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=_count, default=10)
+    parser.add_argument(
+        "--threads",
+        type=_count,
+        default=None,
+        help="torch's intra-op threads (default: torch's own); one thread shows whether a step "
+        "is bound by a core's arithmetic rather than by memory",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/speed"))
     args = parser.parse_args(argv)
     names = adamkit.available() if args.optimizers == "all" else args.optimizers.split(",")
@@ -368,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in sets:
         if s not in SETS:
             parser.error(f"unknown set {s!r}; choose from {', '.join(SETS)}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     bandwidth = bandwidth_gbs()
     print(f"memory bandwidth (in-place add, float32): {bandwidth:.1f} GB/s")
