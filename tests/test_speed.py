@@ -54,10 +54,18 @@ def test_speed_writes_a_row_per_optimizer(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert f"(fused {r['fused_adamw_ms']:6.2f} ms)" in speed.format_row(r)
         assert r["slowest_warmup_step_s"] >= r["first_step_s"] >= 0
     assert rows["torch AdamW(fused)"]["ratio_to_fused"] == 1.0
+    # the targets: AdamW 1.10; others 1.2 × their bytes per parameter / 28
+    assert rows["adamw"]["target_ratio"] == 1.10
+    assert rows["ademamix"]["target_ratio"] == pytest.approx(1.2 * 36 / 28)
+    assert "target_ratio" not in rows["torch AdamW(fused)"]
+    for r in (rows["adamw"], rows["ademamix"]):
+        verdict = "met" if r["ratio_to_fused"] <= r["target_ratio"] else "missed"
+        assert f"target x{r['target_ratio']:5.2f} {verdict}" in speed.format_row(r)
     table = (out / "speed.md").read_text()
     assert "| tiny | ademamix |" in table
     header, rule, *body = [line for line in table.splitlines() if line.startswith("|")]
     assert "fused AdamW ms" in header and "slowest warm-up step s" in header
+    assert "target ratio" in header
     assert all(line.count("|") == header.count("|") == rule.count("|") for line in body)
     assert results["compiler_startup_s"] is None  # the eager backend compiles nothing
 
@@ -75,6 +83,7 @@ def test_low_precision_state_is_timed_against_float32_state(
     assert row["optimizer"] == "adamw [bfloat16, stochastic]"
     assert row["bytes_per_param"] == 20.0
     assert row["ratio_to_float32_state"] > 0
+    assert "target_ratio" not in row  # the targets are for float32 state
     assert speed.main([*args, "--out", str(out)]) == 0  # float32 state: no such column
     rows = json.loads((out / "speed.json").read_text())["rows"]
     assert all("ratio_to_float32_state" not in r for r in rows)

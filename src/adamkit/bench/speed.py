@@ -11,8 +11,9 @@ rounds paired with it (memory-bound steps follow the machine's memory traffic an
 compute-bound ones do not, so a ratio is read with its baseline), the bytes it must move per
 parameter (read parameter, gradient and state, write parameter and state, and read what the
 rule's whole-tensor reductions read in a pass of their own, ``prepass_reads``) and the
-fraction of the measured memory bandwidth that implies. With ``--state-dtype`` (bfloat16,
-say) each optimizer is also timed against itself on float32 state, interleaved the same way.
+fraction of the measured memory bandwidth that implies, and the ratio the optimizer aims at
+(:func:`target_ratio`). With ``--state-dtype`` (bfloat16, say) each optimizer is also timed
+against itself on float32 state, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -101,6 +102,20 @@ def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) 
             if torch.is_tensor(read):
                 moved += read.numel() * read.element_size()
     return moved / sum(p.numel() for p in params)
+
+
+# Fused AdamW's bytes per parameter: 4-byte parameter, gradient and two state tensors.
+ADAMW_BYTES = 28.0
+# The slack over the bytes-proportional bound that an optimizer's step may take, and AdamW's
+# own (whose bound fused AdamW meets).
+TARGET_SLACK, ADAMW_TARGET = 1.2, 1.10
+
+
+def target_ratio(name: str, bytes_per_param: float) -> float:
+    """The ratio to fused AdamW a step aims at on float32 state: 1.10 for AdamW, else 1.2 ×
+    the bytes it must move per parameter / 28 (fused AdamW's), so a rule that must move more
+    bytes may take proportionally longer (AdEMAMix, 36 B: 1.54)."""
+    return ADAMW_TARGET if name == "adamw" else TARGET_SLACK * bytes_per_param / ADAMW_BYTES
 
 
 @contextlib.contextmanager
@@ -217,7 +232,7 @@ def measure_set(
             t_fused,
             t_foreach,
             warm=[first],
-            bytes_pp=28.0,
+            bytes_pp=ADAMW_BYTES,
             peak=foreach_peak,
         )
     )
@@ -228,7 +243,7 @@ def measure_set(
             t_fused,
             t_foreach,
             warm=[0.0],
-            bytes_pp=28.0,
+            bytes_pp=ADAMW_BYTES,
             peak=fused_peak,
         )
     )
@@ -255,7 +270,9 @@ def measure_set(
             peak=peak_step_bytes(opt.step),
         )
         result["backend"] = backend
-        if check_state_dtype("state_dtype", state_dtype) not in (None, "float32"):
+        if check_state_dtype("state_dtype", state_dtype) in (None, "float32"):
+            result["target_ratio"] = target_ratio(name, result["bytes_per_param"])
+        else:
             # the same optimizer on float32 state, interleaved with this one
             wide_params = clone_params(base)
             wide = adamkit.create(name, wide_params, backend=backend)
@@ -303,12 +320,18 @@ def format_row(r: dict[str, Any]) -> str:
         f"{r['per_tensor_us']:7.2f} us/tensor  "
         f"peak +{r['peak_extra_bytes_per_param']:5.2f} B/p  first {r['first_step_s']:6.2f} s"
         f" (slowest {r['slowest_warmup_step_s']:6.2f} s)"
+        + (f"  target x{r['target_ratio']:5.2f} {_verdict(r)}" if "target_ratio" in r else "")
         + (
             f"  vs float32 state x{r['ratio_to_float32_state']:5.2f}"
             if "ratio_to_float32_state" in r
             else ""
         )
     )
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    """Whether a row's ratio to fused AdamW is within its target."""
+    return "met" if r["ratio_to_fused"] <= r["target_ratio"] else "missed"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -330,8 +353,8 @@ def markdown(results: dict[str, Any]) -> str:
         "| set | optimizer | step ms | ratio to fused AdamW | fused AdamW ms "
         "| ratio to foreach AdamW | foreach AdamW ms "
         "| µs/tensor | bytes/param | bandwidth | peak extra B/param | first step s "
-        "| slowest warm-up step s | ratio to float32 state |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| slowest warm-up step s | target ratio | ratio to float32 state |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
         lines.append(
@@ -341,6 +364,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['bytes_per_param']:.1f} | {100 * r['bandwidth_fraction']:.0f}% | "
             f"{r['peak_extra_bytes_per_param']:.2f} | {r['first_step_s']:.2f} | "
             f"{r['slowest_warmup_step_s']:.2f} | "
+            + (f"{r['target_ratio']:.2f} ({_verdict(r)}) | " if "target_ratio" in r else "— | ")
             + (f"{r['ratio_to_float32_state']:.2f} |" if "ratio_to_float32_state" in r else "— |")
         )
     return "\n".join(lines) + "\n"

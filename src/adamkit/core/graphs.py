@@ -37,11 +37,19 @@ Function = Callable[..., None]
 # have checked, whose tensors keep their sizes and strides (see the module docstring).
 # Multiplies and adds are contracted into fused multiply-adds (one rounding instead of two), which
 # halves the arithmetic of the polynomials that make compute-bound rules (SAdam's softplus).
+# An intermediate of more than 40 operations read more than once is computed once per loop
+# iteration and kept in a register (inductor's CPU default is 50). Inlined, it is traced again
+# for every read: B_Adam's Φ feeds its softplus polynomials, whose terms each read it, so
+# inductor's Python code generation went through ~120,000 operations for a kernel of ~1,000
+# C++ lines, and B_Adam's chunk configuration took 27 s to compile instead of 7 s; the
+# generated kernels and their speed are the same (measured: issue 5's closing notes).
 INDUCTOR_OPTIONS = {
     "cpp.dynamic_threads": True,
     "size_asserts": False,
     "cpp.enable_floating_point_contract_flag": "fast",
+    "realize_opcount_threshold": 40,
 }
+
 # In calls that recompute (``k["recompute"]``: huge tensors, merged ones) an intermediate read
 # twice is recomputed unless it reads more than 16 buffers (inductor's default is 4): a stored
 # one is a temporary the size of the tensors, and a merged call's segment indices and
