@@ -163,6 +163,42 @@ def test_reducing_rules_compile_each_configuration_once(
     assert dynamo_utils.counters["stats"]["unique_graphs"] - before == len(compiled_configs)
 
 
+@pytest.mark.slow
+def test_code_generation_does_not_retrace_shared_intermediates(
+    fresh_configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inductor traces an inlined intermediate again for every read. B_Adam's softplus
+    # polynomials read its Φ chain many times: with inductor's CPU threshold (50 operations)
+    # the loop bodies of its general configuration ran ~95,000 FX nodes in code generation and
+    # compiled for 27 s; kept once above 40 operations (INDUCTOR_OPTIONS), ~6,700.
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    from torch._inductor import loop_body
+
+    nodes_run = [0]
+    run_node = loop_body.InterpreterShim.run_node
+
+    def counting(self: object, node: object) -> object:
+        nodes_run[0] += 1
+        return run_node(self, node)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop_body.InterpreterShim, "run_node", counting)
+    params = make_params(torch.float32, ((300, 250),))
+    opt = adamkit.create("b_adam", params, backend="compiled")
+    grads = grad_stream(params)
+    with (  # compiled here, not loaded from inductor's on-disk caches
+        inductor_config.patch(fx_graph_cache=False),
+        functorch_config.patch(enable_autograd_cache=False),
+    ):
+        for i in range(2):  # step 2 compiles the general configuration
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g.float()
+            nodes_run[0] = 0
+            opt.step()
+    assert len(fresh_configurations.known) == 2
+    assert 0 < nodes_run[0] < 20_000
+
+
 @pytest.mark.parametrize(
     "statistic, exact",
     [
