@@ -54,7 +54,10 @@ def _no_outer_loop_fusion(original: Any) -> Any:
     """Outer-loop fusion off: in torch 2.13 it fails with ``KeyError: 'bufN'`` when a
     per-channel reduction is followed by an in-place update whose result is read again
     (pytorch/pytorch#196570), which is Adam with gradient centralization on conv weights.
-    Rules gain nothing from it: their reductions are whole-tensor or feed one pass."""
+    Whole-tensor reductions gain nothing from it. Adam-mini's per-row means would (g read once
+    instead of twice), but there inductor 2.13 falls back to separate loops even when it fuses:
+    the write of v loops over rows in vectors, the reduction and the update one row at a time
+    (``check_outer_fusion_loop_level_attr``)."""
     return lambda self, a, b: False
 
 
