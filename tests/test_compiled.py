@@ -169,8 +169,8 @@ def test_code_generation_does_not_retrace_shared_intermediates(
 ) -> None:
     # Inductor traces an inlined intermediate again for every read. B_Adam's softplus
     # polynomials read its Φ chain many times: with inductor's CPU threshold (50 operations)
-    # the loop bodies of its general configuration ran ~95,000 FX nodes in code generation and
-    # compiled for 27 s; kept once above 40 operations (INDUCTOR_OPTIONS), ~6,700.
+    # the loop bodies of its general configuration ran ~95,000 FX nodes in code generation;
+    # kept once above 40 operations (INDUCTOR_OPTIONS), ~6,700.
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
     from torch._inductor import loop_body

@@ -50,7 +50,6 @@ INDUCTOR_OPTIONS = {
     "cpp.enable_floating_point_contract_flag": "fast",
     "realize_opcount_threshold": 40,
 }
-
 # In calls that recompute (``k["recompute"]``: huge tensors, merged ones) an intermediate read
 # twice is recomputed unless it reads more than 16 buffers (inductor's default is 4): a stored
 # one is a temporary the size of the tensors, and a merged call's segment indices and
