@@ -615,14 +615,15 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
 
 def test_codegen_adjustments_apply_to_this_inductor() -> None:
     # Each adjustment skips itself where inductor lacks what it patches; on the torch that
-    # adamkit pins, all eight must be in force while adamkit compiles (and none after).
+    # adamkit pins, all of them must be in force while adamkit compiles (and none after).
+    from torch._inductor.choices import InductorChoices
     from torch._inductor.codegen import cpp
     from torch._inductor.dtype_propagation import DtypePropagationOpsHandler
 
     from adamkit.core.codegen import adjusted_codegen
 
     patched = [
-        (cpp.CppScheduling, "can_fuse_vertical_outer_loop"),
+        (cpp.CppScheduling, "codegen_outer_loop_node"),
         (cpp.TilingSelect, "select_tiling"),
         (cpp.CppVecOverrides, "to_dtype_bitcast"),
         (cpp, "parallel_num_threads"),
@@ -630,6 +631,8 @@ def test_codegen_adjustments_apply_to_this_inductor() -> None:
         (cpp.CppCSEVariable, "update_on_args"),
         (cpp.CppVecKernel, "get_to_dtype_expr"),
         (DtypePropagationOpsHandler, "__init__"),
+        (InductorChoices, "can_fuse"),
+        (InductorChoices, "can_fuse_horizontal"),
     ]
     before = [vars(owner).get(name) for owner, name in patched]
     with adjusted_codegen():
@@ -753,6 +756,120 @@ def test_bfloat16_narrowing_truncates_only_what_stochastic_rounding_made_exact()
         assert torch.equal(a.view(torch.int16), b.view(torch.int16))
     truncations = code.count("_mm256_packus_epi32(_mm256_srli_epi32(")
     assert truncations == (2 if type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2 else 0)
+
+
+def _adjusted_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    """inductor as adamkit compiles: its adjustments, options and cache key."""
+    from torch._inductor.compile_fx import compile_fx
+
+    from adamkit.core.codegen import adjusted_codegen, cache_tag_options
+
+    with adjusted_codegen():
+        options = {**graphs.INDUCTOR_OPTIONS, **cache_tag_options()}
+        return compile_fx(gm, example_inputs, config_patches=options)
+
+
+def test_float64_conversions_are_vector_instructions_with_eagers_values() -> None:
+    # float32 -> float64 (a sum accumulated in float64) and float64 -> float32 (an update
+    # computed in float64, stored in float32), in the vector body and the tail of every size:
+    # eager's bits, from conversion instructions on x86 (ATen's generic conversion goes
+    # through memory element by element).
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    def widened(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = torch.sum(x * x, dtype=torch.float64)
+        return total, (x.double() * 3.0 + y.double() / 7.0).float()
+
+    compiled_widened = torch.compile(
+        widened, backend=_adjusted_backend, dynamic=True, fullgraph=True
+    )
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 15, 16, 33, 100, 4099):
+        x = torch.randn(n, generator=gen) * torch.logspace(-30, 30, n)
+        y = torch.randn(n, generator=gen)
+        (total, narrowed), code = run_and_get_cpp_code(compiled_widened, x, y)
+        expected_total, expected_narrowed = widened(x, y)
+        torch.testing.assert_close(total, expected_total, rtol=1e-15, atol=0)  # order of sums
+        assert torch.equal(narrowed, expected_narrowed), n
+    isa = cpu_vec_isa.pick_vec_isa()
+    x86 = isinstance(isa, (cpu_vec_isa.VecAVX512, cpu_vec_isa.VecAVX2))
+    assert ("cvtps_pd" in code and "cvtpd_ps" in code) == x86
+    assert ("at::vec::convert<double" in code) != x86
+
+
+def test_reductions_over_the_same_loop_share_one_pass() -> None:
+    # Pre_LAMB's RMS(θ) and RMS(g) read different tensors over the same range: one loop sums
+    # both, then one loop updates (two loops, where inductor alone makes three).
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    def two_norms(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor) -> None:
+        p_rms = torch.mean(p * p, dtype=torch.float64).sqrt().float()
+        g_rms = torch.mean(g * g, dtype=torch.float64).sqrt().float()
+        m.mul_(0.9).add_(g * (p_rms / g_rms), alpha=0.1)
+        p.sub_(m * 1e-3)
+
+    compiled_norms = torch.compile(
+        two_norms, backend=_adjusted_backend, dynamic=True, fullgraph=True
+    )
+    gen = torch.Generator().manual_seed(0)
+    for n in (7, 4099):
+        p, g, m = (torch.randn(n, generator=gen) for _ in range(3))
+        expected = [t.clone() for t in (p, g, m)]
+        two_norms(*expected)
+        _, code = run_and_get_cpp_code(compiled_norms, p, g, m)
+        torch.testing.assert_close(p, expected[0])
+        torch.testing.assert_close(m, expected[2])
+        assert code.count("for(int64_t x0=") == 2, code
+
+
+def test_per_row_statistics_fuse_with_their_rows_update() -> None:
+    # Adam-mini's per-row mean of g², the write of the row's v and the row's update: one loop
+    # over rows (g read once), where inductor alone makes three loops.
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    def row_blocks(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> None:
+        m.lerp_(g, 0.1)
+        mean_square = torch.mean(g * g, dim=1, keepdim=True, dtype=torch.float64)
+        v.mul_(0.999).add_(mean_square.float(), alpha=0.001)
+        p.sub_(1e-3 * m / (v.sqrt() + 1e-8))
+
+    compiled_rows = torch.compile(
+        row_blocks, backend=_adjusted_backend, dynamic=True, fullgraph=True
+    )
+    gen = torch.Generator().manual_seed(0)
+    for rows, cols in ((3, 7), (40, 100)):
+        tensors = [torch.randn(rows, cols, generator=gen) for _ in range(3)]
+        tensors.append(torch.rand(rows, 1, generator=gen))
+        expected = [t.clone() for t in tensors]
+        row_blocks(*expected)
+        _, code = run_and_get_cpp_code(compiled_rows, *tensors)
+        for got, want in zip(tensors, expected, strict=True):
+            torch.testing.assert_close(got, want)
+        assert code.count("for(int64_t x0=") == 1, code
+
+
+def test_centralized_conv_gradients_compile_with_outer_loop_fusion() -> None:
+    # Gradient centralization of a conv weight (a per-channel mean, then in-place updates whose
+    # buffers are read again) raised KeyError in inductor 2.13's outer-loop fusion
+    # (pytorch/pytorch#196570); with adamkit's adjustments it compiles, with eager's values.
+    def centralized(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> None:
+        centered = g - g.mean(dim=(1, 2, 3), keepdim=True)
+        m.lerp_(centered, 0.1)
+        v.mul_(0.999).addcmul_(centered, centered, value=0.001)
+        p.sub_(1e-3 * m / (v.sqrt() + 1e-8))
+
+    compiled_centralized = torch.compile(
+        centralized, backend=_adjusted_backend, dynamic=True, fullgraph=True
+    )
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(16, 8, 3, 3, generator=gen) for _ in range(3)]
+    tensors.append(torch.rand(16, 8, 3, 3, generator=gen))
+    expected = [t.clone() for t in tensors]
+    centralized(*expected)
+    compiled_centralized(*tensors)
+    for got, want in zip(tensors, expected, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_float32_loops_hold_values_in_pairs_of_vectors_with_avx2() -> None:

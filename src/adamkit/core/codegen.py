@@ -1,12 +1,13 @@
 """Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
 
-Each one patches a function or method of ``torch._inductor.codegen.cpp`` (one, of its dtype
-rules) for the duration of :func:`adjusted_codegen` and is skipped where that inductor has no
-such attribute. Five change how fast the generated code runs (or whether it compiles at all),
-never what it computes; one (:func:`_dtype_rules_built_once`) only how fast it is generated;
-one (:func:`_threads_at_least_two`) keeps a kernel compiled in a one-thread process correct
-when it runs on several threads; one (:func:`_remember_origin`) only records, for
-:func:`_exact_bfloat16_by_truncation`, which op made each value of a kernel.
+Each one patches a function or method of inductor's C++ backend (``torch._inductor.codegen.cpp``;
+one, of its dtype rules; one, of its loop bodies; two, of its fusion choices) for the duration of
+:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Most change
+how fast the generated code runs (or whether it compiles at all), never what it computes;
+:func:`_dtype_rules_built_once` only how fast it is generated; :func:`_threads_at_least_two`
+keeps a kernel compiled in a one-thread process correct when it runs on several threads;
+:func:`_remember_origin` only records, for :func:`_exact_bfloat16_by_truncation`, which op made
+each value of a kernel.
 Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
 pass whose uuid, a hash of this file and of :mod:`adamkit.core.hoist`, enters the cache key;
 the pass itself is :func:`~adamkit.core.hoist.hoist_scalars`.
@@ -50,15 +51,67 @@ def _patched(owner: Any, name: str, replacement: Callable[[Any], Any]) -> Iterat
             delattr(owner, name)
 
 
-def _no_outer_loop_fusion(original: Any) -> Any:
-    """Outer-loop fusion off: in torch 2.13 it fails with ``KeyError: 'bufN'`` when a
-    per-channel reduction is followed by an in-place update whose result is read again
-    (pytorch/pytorch#196570), which is Adam with gradient centralization on conv weights.
-    Whole-tensor reductions gain nothing from it. Adam-mini's per-row means would (g read once
-    instead of twice), but there inductor 2.13 falls back to separate loops even when it fuses:
-    the write of v loops over rows in vectors, the reduction and the update one row at a time
-    (``check_outer_fusion_loop_level_attr``)."""
-    return lambda self, a, b: False
+# Depths of the outer-loop fusions whose code is being generated (innermost last).
+_OUTER_LOOP_DEPTHS: list[int] = []
+
+
+def _outer_loop_fusion_per_row(original: Any) -> Any:
+    """Code of an outer-loop fusion with its per-row nodes as scalar statements of the row.
+
+    Adam-mini's per-row mean of g², its write of the row's v and the row's update fuse into
+    one loop over rows (inductor's outer-loop fusion), so a row of g, read by the mean, is
+    still in cache when the update reads it: g crosses the memory bus once, not twice. Two
+    things made inductor 2.13 fall back to separate loops, or fail:
+
+    * the write of v loops over rows only, so inductor vectorized it over rows, while the mean
+      and the update step one row at a time (``check_outer_fusion_loop_level_attr`` refused
+      the fusion); :func:`_scalar_rows_in_outer_loops` emits it as a scalar statement per row;
+    * a buffer whose user does not load it (an in-place update's mutation) made the search for
+      row-local buffers raise ``KeyError: 'bufN'`` (pytorch/pytorch#196570: Adam with gradient
+      centralization on conv weights); such a buffer is not made local
+      (:func:`_unread_buffer_has_no_read_index`), before anything is generated."""
+    from torch._inductor import loop_body
+
+    def codegen_outer_loop_node(self: Any, node: Any) -> Any:
+        _OUTER_LOOP_DEPTHS.append(node.outer_loop_fusion_depth)
+        try:
+            with _patched(loop_body.LoopBody, "get_read_expr", _unread_buffer_has_no_read_index):
+                return original(self, node)
+        finally:
+            _OUTER_LOOP_DEPTHS.pop()
+
+    return codegen_outer_loop_node
+
+
+def _unread_buffer_has_no_read_index(original: Any) -> Any:
+    """``LoopBody.get_read_expr`` of a buffer the body does not load: None (no index, so not
+    contiguous), where inductor raises KeyError."""
+
+    def get_read_expr(self: Any, buffer_name: str) -> Any:
+        try:
+            return original(self, buffer_name)
+        except KeyError:
+            return None
+
+    return get_read_expr
+
+
+def _scalar_rows_in_outer_loops(original: Any) -> Any:
+    """No vectorization for nodes that loop over the fused outer loops only (one value per
+    row, such as Adam-mini's v): inside an outer-loop fusion they run once per row, as
+    scalars, so that every fused node steps its outer loops alike (see
+    :func:`_outer_loop_fusion_per_row`)."""
+
+    def select_tiling(self: Any, fn_list: Any, var_sizes_list: Any) -> Any:
+        chosen = original(self, fn_list, var_sizes_list)
+        depth = _OUTER_LOOP_DEPTHS[-1] if _OUTER_LOOP_DEPTHS else None
+        if depth is not None and all(
+            len(sizes) == depth and not reduced for sizes, reduced in var_sizes_list
+        ):
+            return ([], [], *chosen[2:])  # no tiling factors, no tiled indices
+        return chosen
+
+    return select_tiling
 
 
 def _tiling(original: Any) -> Any:
@@ -101,9 +154,7 @@ def _tiling(original: Any) -> Any:
 
 def _on_avx2() -> bool:
     """Whether inductor generates AVX2 code here (8 float32 lanes; not AVX-512)."""
-    from torch._inductor import cpu_vec_isa
-
-    return type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2
+    return _x86_vectors() == "avx2"
 
 
 def _threads_at_least_two(original: Callable[[], int]) -> Callable[[], int]:
@@ -270,20 +321,119 @@ def _exact_bfloat16_by_truncation(original: Any) -> Any:
     return get_to_dtype_expr
 
 
+def _side_by_side_reductions(original: Any) -> Any:
+    """Reductions over the same loop share it even when they read different tensors.
+
+    Inductor fuses two nodes only where they share data, or, with ``aggressive_fusion``,
+    pointwise nodes of the same loop; Pre_LAMB's RMS(θ) and RMS(g) then ran as two passes,
+    each reading one tensor. One pass reading both streams runs faster than two passes of one
+    (a core keeps more loads in flight over two streams). For such a pair the fusion
+    heuristics see the score of a shared buffer (``score_fusion_memory_threshold``); the
+    other heuristics (fusion size, peak memory, distance) still apply. Needs
+    ``aggressive_fusion``, which lists pairs of the same loop as candidates."""
+    from torch._inductor import config
+
+    def decide(scheduler: Any, node1: Any, node2: Any, shared_data_score: int) -> bool:
+        if (
+            shared_data_score == 0
+            and node1.is_reduction()
+            and node2.is_reduction()
+            and node1.group == node2.group
+        ):
+            shared_data_score = config.score_fusion_memory_threshold
+        return original(scheduler, node1, node2, shared_data_score)
+
+    return staticmethod(decide)
+
+
+# float32 <-> float64 conversions of one vector register, per instruction set: ``widen(v, h)``
+# converts half h of a float32 vector to a float64 vector; ``narrow(a, b)`` packs two float64
+# vectors into one float32 vector.
+_WIDENING = {
+    "avx512": (
+        "_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd({v}), {h})))",
+        "_mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512("
+        "_mm512_cvtpd_ps({a}))), _mm256_castps_pd(_mm512_cvtpd_ps({b})), 1))",
+    ),
+    "avx2": (
+        "_mm256_cvtps_pd(_mm256_extractf128_ps({v}, {h}))",
+        "_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps({a})), "
+        "_mm256_cvtpd_ps({b}), 1)",
+    ),
+}
+
+
+def _x86_vectors() -> str | None:
+    """The x86 vector extension inductor generates code for here ("avx512", "avx2"), or None."""
+    from torch._inductor import cpu_vec_isa
+
+    isa = cpu_vec_isa.pick_vec_isa()
+    if isinstance(isa, cpu_vec_isa.VecAVX512):
+        return "avx512"
+    return "avx2" if isinstance(isa, cpu_vec_isa.VecAVX2) else None
+
+
+def _float64_conversions_in_registers(original: Any) -> Any:
+    """float32 vectors widened to float64 (and back) by conversion instructions.
+
+    ATen 2.13 has no vector conversion between float32 and float64 on x86: its generic
+    ``at::vec::convert`` stores the vector, converts element by element and loads the result.
+    adamkit's reductions accumulate in float64 (:mod:`adamkit.core.reduce`), so every reducing
+    pass paid that per vector: with AVX-512 it ran at half the memory's speed, and the rules
+    with a per-tensor statistic (Pre_LAMB, UM, SU_Adam, LAMB, ...) fell far behind fused AdamW.
+    ``vcvtps2pd`` and ``vcvtpd2ps`` give the same values (exact widening; narrowing rounds to
+    nearest even, as ``static_cast`` does)."""
+
+    def get_to_dtype_expr(
+        self: Any, src: Any, dtype: Any, src_dtype: Any, rounding: bool = False
+    ) -> Any:
+        isa = _x86_vectors() if getattr(src, "is_vec", False) else None
+        if isa is None or {src_dtype, dtype} != {torch.float32, torch.float64}:
+            return original(self, src, dtype, src_dtype, rounding)
+        floats = self._get_num_vectors(torch.float32)
+        if self._get_num_vectors(torch.float64) != 2 * floats:
+            return original(self, src, dtype, src_dtype, rounding)
+        widen, narrow = _WIDENING[isa]
+        if dtype == torch.float64:
+            float_vector = [src] if floats == 1 else [f"{src}[{i}]" for i in range(floats)]
+            parts = [widen.format(v=v, h=h) for v in float_vector for h in (0, 1)]
+            cpp_type = "double"
+        else:
+            parts = [
+                narrow.format(a=f"{src}[{2 * i}]", b=f"{src}[{2 * i + 1}]") for i in range(floats)
+            ]
+            cpp_type = "float"
+        if len(parts) == 1:
+            return f"at::vec::Vectorized<{cpp_type}>({parts[0]})"
+        assigned = " ".join(f"out[{i}] = {part};" for i, part in enumerate(parts))
+        return (
+            f"[&]() {{ at::vec::VectorizedN<{cpp_type}, {len(parts)}> out; {assigned} "
+            "return out; }()"
+        )
+
+    return get_to_dtype_expr
+
+
 @contextlib.contextmanager
 def adjusted_codegen() -> Iterator[None]:
     """Inductor's C++ code generation with adamkit's adjustments (see the module docstring)."""
     if _cpp is None:
         yield
         return
+    from torch._inductor import choices  # not at import: it loads inductor's lowerings
+
     with (
-        _patched(_cpp.CppScheduling, "can_fuse_vertical_outer_loop", _no_outer_loop_fusion),
+        _patched(_cpp.CppScheduling, "codegen_outer_loop_node", _outer_loop_fusion_per_row),
         _patched(_cpp.TilingSelect, "select_tiling", _tiling),
+        _patched(_cpp.TilingSelect, "select_tiling", _scalar_rows_in_outer_loops),
         _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
         _patched(_cpp, "parallel_num_threads", _threads_at_least_two),
         _patched(_cpp.CppVecKernel, "arange", _arange_by_broadcast),
         _patched(_cpp.CppCSEVariable, "update_on_args", _remember_origin),
         _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _exact_bfloat16_by_truncation),
+        _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _float64_conversions_in_registers),
+        _patched(choices.InductorChoices, "can_fuse", _side_by_side_reductions),
+        _patched(choices.InductorChoices, "can_fuse_horizontal", _side_by_side_reductions),
         _patched(
             _dtype_propagation.DtypePropagationOpsHandler, "__init__", _dtype_rules_built_once
         ),

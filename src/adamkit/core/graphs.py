@@ -44,11 +44,15 @@ Function = Callable[..., None]
 # of its general configuration ran 95,098 loop-body nodes instead of ~6,700
 # (test_code_generation_does_not_retrace_shared_intermediates), and its cold step 2 on the
 # GPT-like set took 44.6 s instead of 15.0 s (adamkit speed, issue 5's closing notes).
+# Loops of the same range may fuse without sharing a buffer (``aggressive_fusion``): with
+# core/codegen.py's ``_side_by_side_reductions``, two reductions over one tensor's range (RMS(θ)
+# and RMS(g) of Pre_LAMB) run as one pass.
 INDUCTOR_OPTIONS = {
     "cpp.dynamic_threads": True,
     "size_asserts": False,
     "cpp.enable_floating_point_contract_flag": "fast",
     "realize_opcount_threshold": 40,
+    "aggressive_fusion": True,
 }
 # In calls that recompute (``k["recompute"]``: huge tensors, merged ones) an intermediate read
 # twice is recomputed unless it reads more than 16 buffers (inductor's default is 4): a stored
