@@ -326,10 +326,10 @@ def _side_by_side_reductions(original: Any) -> Any:
 
     Inductor fuses two nodes only where they share data, or, with ``aggressive_fusion``,
     pointwise nodes of the same loop; Pre_LAMB's RMS(θ) and RMS(g) then ran as two passes,
-    each reading one tensor. One pass reading both streams runs faster than two passes of one
-    (a core keeps more loads in flight over two streams). For such a pair the fusion
-    heuristics see the score of a shared buffer (``score_fusion_memory_threshold``); the
-    other heuristics (fusion size, peak memory, distance) still apply. Needs
+    each reading one tensor; as one pass, Pre_LAMB reached 1.28 times fused AdamW on the
+    GPT-like set from 1.89 (with the conversions below; README, session 14). For such a pair
+    the fusion heuristics see the score of a shared buffer (``score_fusion_memory_threshold``);
+    the other heuristics (fusion size, peak memory, distance) still apply. Needs
     ``aggressive_fusion``, which lists pairs of the same loop as candidates."""
     from torch._inductor import config
 
@@ -379,8 +379,8 @@ def _float64_conversions_in_registers(original: Any) -> Any:
     ATen 2.13 has no vector conversion between float32 and float64 on x86: its generic
     ``at::vec::convert`` stores the vector, converts element by element and loads the result.
     adamkit's reductions accumulate in float64 (:mod:`adamkit.core.reduce`), so every reducing
-    pass paid that per vector: with AVX-512 it ran at half the memory's speed, and the rules
-    with a per-tensor statistic (Pre_LAMB, UM, SU_Adam, LAMB, ...) fell far behind fused AdamW.
+    pass paid that per vector, and with AVX-512 the rules with a reduction (Pre_LAMB, UM,
+    SU_Adam, LAMB, B_Adam, Adam-mini, ...) fell far behind fused AdamW (README, session 14).
     ``vcvtps2pd`` and ``vcvtpd2ps`` give the same values (exact widening; narrowing rounds to
     nearest even, as ``static_cast`` does)."""
 
