@@ -122,22 +122,30 @@ def test_softplus_is_within_two_and_a_half_ulp_in_float32_in_every_form(beta: fl
         assert ((out.double() - exact).abs() <= 2.5 * ulp).all()
 
 
-def test_exp_polynomial_is_within_two_ulp() -> None:
-    # The reduced polynomial (in float64) is within 2^-28 of e^r; the float32 exp built on it
-    # is within 2 units of 2^-23 relative of e^z from -80 to 80, eager and compiled.
+def test_power_of_two_polynomial_is_within_two_ulp() -> None:
+    # The reduced polynomials (in float64) are within 2^-28 of e^r and of 2^r; the float32
+    # 2^w built on the second is within 2 units of 2^-23 relative of 2^w from -120 to 120,
+    # eager and compiled.
     from adamkit.core.graphs import INDUCTOR_OPTIONS
-    from adamkit.parts.softplus import EXP_REDUCED_COEFFICIENTS, exp_float32, polynomial
+    from adamkit.parts.softplus import (
+        EXP_REDUCED_COEFFICIENTS,
+        POW2_REDUCED_COEFFICIENTS,
+        polynomial,
+        pow2_float32,
+    )
 
     r = torch.linspace(-math.log(2) / 2, math.log(2) / 2, 100_001, dtype=torch.float64)
     assert ((polynomial(r, EXP_REDUCED_COEFFICIENTS) / torch.exp(r) - 1).abs() < 2.0**-28).all()
-    z = torch.linspace(-80.0, 80.0, 1_000_001)
-    exact = torch.exp(z.double())
-    compiled = torch.compile(exp_float32, fullgraph=True, options=INDUCTOR_OPTIONS)
+    half = torch.linspace(-0.5, 0.5, 100_001, dtype=torch.float64)
+    assert ((polynomial(half, POW2_REDUCED_COEFFICIENTS) / 2.0**half - 1).abs() < 2.0**-28).all()
+    w = torch.linspace(-120.0, 120.0, 1_000_001)
+    exact = 2.0 ** w.double()
+    compiled = torch.compile(pow2_float32, fullgraph=True, options=INDUCTOR_OPTIONS)
     compiled_doubled = torch.compile(
-        lambda z: exp_float32(z, scale_log2=1), fullgraph=True, options=INDUCTOR_OPTIONS
+        lambda w: pow2_float32(w, scale_log2=1), fullgraph=True, options=INDUCTOR_OPTIONS
     )
-    halved = (exp_float32(z, scale_log2=1) / 2, compiled_doubled(z) / 2)  # 2e^z, halved exactly
-    for out in (exp_float32(z), compiled(z), *halved):
+    halved = (pow2_float32(w, scale_log2=1) / 2, compiled_doubled(w) / 2)  # 2·2^w, halved exactly
+    for out in (pow2_float32(w), compiled(w), *halved):
         assert out.dtype == torch.float32
         assert ((out.double() / exact - 1).abs() <= 2 * 2.0**-23).all()
 
