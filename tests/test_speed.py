@@ -148,6 +148,22 @@ def test_bytes_per_param_count_the_reductions_own_pass(
     assert speed.min_bytes_per_param(opt, params) == expected
 
 
+@pytest.mark.parametrize(
+    ("partition", "expected"),
+    [
+        ("neuron", 20 + 2 * 64 * 4 / 2048),  # θ, g, m and a v per row: rows stay in cache
+        ("tensor", 24 + 2 * 4 / 2048),  # one v: the mean of g² over the tensor reads g first
+        ("element", 28.0),
+    ],
+)
+def test_adam_minis_bytes_per_param_follow_its_blocks(partition: str, expected: float) -> None:
+    params = [torch.nn.Parameter(torch.randn(64, 32))]
+    opt = adamkit.create("adam_mini", params, backend="eager", partition=partition)
+    params[0].grad = torch.randn(64, 32)
+    opt.step()
+    assert speed.min_bytes_per_param(opt, params) == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("name", adamkit.available())
 def test_prepass_reads_name_tensors_the_optimizer_has(name: str) -> None:
     cls = adamkit.optimizer_class(name)

@@ -88,7 +88,7 @@ def compiler_startup_seconds() -> float:
 def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> float:
     """Read parameter and gradient, read and write every state tensor, write the parameter;
     plus what the rule's whole-tensor reductions read in a pass before the update
-    (``prepass_reads``)."""
+    (``prepass_reads_of`` each parameter)."""
     state = sum(
         v.numel() * v.element_size()
         for p in params
@@ -96,8 +96,9 @@ def min_bytes_per_param(opt: torch.optim.Optimizer, params: list[torch.Tensor]) 
         if torch.is_tensor(v)
     )
     moved = sum(3 * p.numel() * p.element_size() for p in params) + 2 * state
-    for name in getattr(opt, "prepass_reads", ()):
-        for p in params:
+    for p in params:
+        reads = opt.prepass_reads_of(p) if hasattr(opt, "prepass_reads_of") else ()
+        for name in reads:
             read = p if name in ("param", "grad") else opt.state[p].get(name)
             if torch.is_tensor(read):
                 moved += read.numel() * read.element_size()

@@ -148,6 +148,11 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def check_hyper(cls, hyper: Mapping[str, Any]) -> None:
         """Checks that involve several hyperparameters; raise ``HyperparameterError``."""
 
+    def prepass_reads_of(self, p: torch.Tensor) -> tuple[str, ...]:
+        """``prepass_reads`` for parameter ``p`` (a rule whose reductions depend on how ``p`` is
+        split, Adam-mini's, overrides this; ``p`` has been stepped, so its state exists)."""
+        return self.prepass_reads
+
     def storage_setting(self, hyper: Mapping[str, Any]) -> str | None:
         """The group's requested storage dtype of ``"state"`` buffers (None: the default)."""
         return hyper["state_dtype"]

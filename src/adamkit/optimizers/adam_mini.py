@@ -119,6 +119,13 @@ class AdamMini(AdamkitOptimizer):
             self.param_groups.pop()
             raise HyperparameterError(f"{type(self).__name__}: {err}") from None
 
+    def prepass_reads_of(self, p: Tensor) -> tuple[str, ...]:
+        """One block over the whole tensor: the mean of g² over it precedes every element's
+        update, a pass over g of its own. Per-row blocks read a row while it is in cache."""
+        v = self.state[p].get("exp_avg_sq")
+        one_block = torch.is_tensor(v) and v.numel() == 1 and p.numel() > 1
+        return ("grad",) if one_block else ()
+
     scalars = staticmethod(add_bias_corrections)
 
     @staticmethod
