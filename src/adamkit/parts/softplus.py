@@ -121,10 +121,9 @@ def polynomial(u: torch.Tensor, coefficients: Sequence[float]) -> torch.Tensor:
 
     Its chain of dependent operations is long, but the elements of a compiled loop are
     independent, so a core overlaps the chains of consecutive vectors; a step bound by
-    arithmetic is bound by the number of operations. On the Zen 3 of session 15, SAdam's step
-    on one tensor of 25M elements took 7% less time with Horner's rule than with Estrin's
-    scheme (which pairs terms with u², u⁴, ... for chains a third as long, at a third more
-    operations); see the README.
+    arithmetic is bound by the number of operations: Estrin's scheme (terms paired with u²,
+    u⁴, ..., for chains a third as long at a third more operations) made SAdam's step slower
+    (the README's Speed section gives the step times on a Zen 3).
     """
     out: Any = coefficients[-1]
     for c in reversed(coefficients[:-1]):
