@@ -7,39 +7,34 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 # Above βx = 40, log1p(e^{−βx})/β < 2^−62·x: sp_β(x) rounds to x in float32 and float64, so
-# torch's thresholded kernel with this threshold is exact there too.
+# clipping βx at 40 changes no result.
 EXACT_THRESHOLD = 40.0
 
 
 def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
-    """sp_β(x) = log(1 + e^{βx})/β = x + log1p(e^{−βx})/β, exact for x ≥ 0 (Tong et al. 2019).
+    """sp_β(x) = log(1 + e^{βx})/β = x + log(1 + e^{−βx})/β, exact for x ≥ 0 (Tong et al.
+    2019), as a new tensor.
 
-    A new tensor. With β a Python number (eager) this is torch's softplus kernel (one pass for
-    both transcendental functions); a traced β (a 0-d tensor) takes the second form, which the
-    compiler fuses. There, in float32, e^{−βx} = 2^w with w = −βx·log2(e) (one multiply by a
-    per-step number) and log1p of it ∈ (0, ln 2] are polynomials (:func:`pow2_float32`,
-    :func:`log1p_unit`) that the compiler inlines: the vectorized exp and log are calls, which
-    cost more than the rest of the step and keep the compiler from fusing multiplies and adds
-    around them. Float64 keeps exp and log(1 + e), whose rounding of 1 + e costs at most half
-    an ulp of 1 in absolute terms.
+    Eagerly (β a Python number) and in float64: e^{−βx} ∈ (0, 1] by torch's exp, then the log
+    of 1 + e^{−βx}, whose rounding costs at most half an ulp of 1, under half an ulp of
+    sp_β(x)·β ≥ ln 2; in place on one temporary, with no overflow to guard against. Torch's
+    softplus kernel evaluates e^{+βx} and log1p, which cost more than exp and log here, and
+    needs its input clipped where e^{βx} overflows (the CPU's slow path). Traced in float32 (β
+    a 0-d tensor), e^{−βx} = 2^w with w = −βx·log2(e) (one multiply by a per-step number) and
+    log1p of it ∈ (0, ln 2] are polynomials (:func:`pow2_float32`, :func:`log1p_unit`) that
+    the compiler inlines: the vectorized exp and log are calls, which cost more than the rest
+    of the step and keep the compiler from fusing multiplies and adds around them.
     """
-    if isinstance(beta, (int, float)):
-        # The kernel evaluates e^{βx} in every lane; above the threshold it returns x, but an
-        # overflowing e^{βx} takes the CPU's slow path, so x is clipped there and restored by
-        # the max (sp_β(x) ≥ x).
-        clipped = x.clamp(max=EXACT_THRESHOLD / beta)
-        out = F.softplus(clipped, beta=beta, threshold=EXACT_THRESHOLD)
-        return torch.maximum(out, x, out=out)
-    if x.dtype == torch.float64:
-        return x + torch.exp(x * -beta).add_(1.0).log_().div_(beta)
-    # The rounding of w (2^-24 of |w| ≤ 58) changes e^{−βx} by up to 2^-19 of itself, hence
-    # log1p(e^{−βx}) by at most 2^-19·βx·e^{−βx} < 2^-20.5, below 2^-23 of (βx + log1p(...)):
-    # sp_β(x) stays within its float32 rounding (tests/test_equivalences.py). e^{−βx} is
-    # clipped at e^{−40} (sp_β(x) = x there, see EXACT_THRESHOLD) so that it never turns
-    # subnormal, which costs a microcode assist per lane.
+    # e^{−βx} is clipped at e^{−40} (sp_β(x) = x there, see EXACT_THRESHOLD) so that it never
+    # turns subnormal, which costs a microcode assist per lane.
+    if isinstance(beta, (int, float)) or x.dtype == torch.float64:
+        e = torch.mul(x, -beta).clamp_(min=-EXACT_THRESHOLD).exp_()
+        return x + e.add_(1.0).log_().div_(beta)
+    # w's rounding (2^-24 of |w|) changes e^{−βx} by a factor of at most 1 + 2^-24·βx, hence
+    # log1p(e^{−βx}) by at most 2^-24·βx·e^{−βx} ≤ 2^-24/e: half a unit of 2^-24 of
+    # β·sp_β(x) ≥ ln 2 (tests/test_equivalences.py bounds the whole error).
     w = torch.clamp(x * (-beta * LOG2_E), min=-EXACT_THRESHOLD * LOG2_E)
     return x + log1p_unit_doubled(pow2_float32(w, scale_log2=1)) * beta.reciprocal()
 
