@@ -17,24 +17,32 @@ def softplus(x: torch.Tensor, beta: Any) -> torch.Tensor:
     """sp_β(x) = log(1 + e^{βx})/β = x + log(1 + e^{−βx})/β, exact for x ≥ 0 (Tong et al.
     2019), as a new tensor.
 
-    Eagerly (β a Python number) and in float64: e^{−βx} ∈ (0, 1] by torch's exp, then the log
-    of 1 + e^{−βx}, whose rounding costs at most half an ulp of 1, under half an ulp of
-    sp_β(x)·β ≥ ln 2; in place on one temporary, with no overflow to guard against. Torch's
-    softplus kernel evaluates e^{+βx} and log1p, which cost more than exp and log here, and
-    needs its input clipped where e^{βx} overflows (the CPU's slow path). Traced in float32 (β
-    a 0-d tensor), e^{−βx} = 2^w with w = −βx·log2(e) (one multiply by a per-step number) and
-    log1p of it ∈ (0, ln 2] are polynomials (:func:`pow2_float32`, :func:`log1p_unit`) that
-    the compiler inlines: the vectorized exp and log are calls, which cost more than the rest
-    of the step and keep the compiler from fusing multiplies and adds around them.
+    e^{−βx} ∈ (0, 1] never overflows. In float32 it is 2^w with w = −βx·log2(e), one multiply
+    by a per-step number. Then:
+
+    * eagerly (β a Python number) and in float64, the log of 1 + e^{−βx} by torch's kernels,
+      in place on one temporary; rounding 1 + e^{−βx} costs at most half an ulp of 1, under
+      half an ulp of β·sp_β(x) ≥ ln 2. Float32 takes torch's exp2, which costs about half
+      its exp here; torch's softplus kernel (e^{+βx} and log1p) costs more than both and
+      needs its input clipped where e^{βx} overflows (the CPU's slow path);
+    * traced in float32 (β a 0-d tensor), 2^w and log1p of it are polynomials
+      (:func:`pow2_float32`, :func:`log1p_unit`) that the compiler inlines: the vectorized exp
+      and log are calls, which cost more than the rest of the step and keep the compiler
+      from fusing multiplies and adds around them.
+
+    In float32, w's rounding (2^-24 of |w|, twice where β·log2(e) is rounded first) changes
+    e^{−βx} by a factor of at most 1 + 2^-23·βx, hence log(1 + e^{−βx}) by at most
+    2^-23·βx·e^{−βx} ≤ 2^-23/e, about half a unit of 2^-23 of β·sp_β(x) ≥ ln 2
+    (tests/test_equivalences.py bounds the whole error).
     """
     # e^{−βx} is clipped at e^{−40} (sp_β(x) = x there, see EXACT_THRESHOLD) so that it never
     # turns subnormal, which costs a microcode assist per lane.
-    if isinstance(beta, (int, float)) or x.dtype == torch.float64:
+    if x.dtype == torch.float64:
         e = torch.mul(x, -beta).clamp_(min=-EXACT_THRESHOLD).exp_()
         return x + e.add_(1.0).log_().div_(beta)
-    # w's rounding (2^-24 of |w|) changes e^{−βx} by a factor of at most 1 + 2^-24·βx, hence
-    # log1p(e^{−βx}) by at most 2^-24·βx·e^{−βx} ≤ 2^-24/e: half a unit of 2^-24 of
-    # β·sp_β(x) ≥ ln 2 (tests/test_equivalences.py bounds the whole error).
+    if isinstance(beta, (int, float)):
+        w = torch.mul(x, -beta * LOG2_E).clamp_(min=-EXACT_THRESHOLD * LOG2_E)
+        return x + w.exp2_().add_(1.0).log_().div_(beta)
     w = torch.clamp(x * (-beta * LOG2_E), min=-EXACT_THRESHOLD * LOG2_E)
     return x + log1p_unit_doubled(pow2_float32(w, scale_log2=1)) * beta.reciprocal()
 
