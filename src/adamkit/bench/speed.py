@@ -10,7 +10,7 @@ gives the step time, its ratios to fused and foreach AdamW with their median tim
 rounds paired with it (memory-bound steps follow the machine's memory traffic and
 compute-bound ones do not, so a ratio is read with its baseline), the bytes it must move per
 parameter (read parameter, gradient and state, write parameter and state, and read what the
-rule's whole-tensor reductions read in a pass of their own, ``prepass_reads``) and the
+rule's whole-tensor reductions read in a pass of their own, ``prepass_reads_of``) and the
 fraction of the measured memory bandwidth that implies, and the ratio the optimizer aims at
 (:func:`target_ratio`). With ``--state-dtype`` (bfloat16, say) each optimizer is also timed
 against itself on float32 state, interleaved the same way.
