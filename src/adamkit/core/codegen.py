@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -51,16 +51,8 @@ def _patched(owner: Any, name: str, replacement: Callable[[Any], Any]) -> Iterat
             delattr(owner, name)
 
 
-class _OuterLoop(NamedTuple):
-    """An outer-loop fusion whose code is being generated: how many loops it fuses, and the
-    buffers its reductions read (a row's statistic needs the whole row first)."""
-
-    depth: int
-    reduced: frozenset[str]
-
-
-# The outer-loop fusions whose code is being generated (innermost last).
-_OUTER_LOOPS: list[_OuterLoop] = []
+# Depths of the outer-loop fusions whose code is being generated (innermost last).
+_OUTER_LOOP_DEPTHS: list[int] = []
 
 
 def _outer_loop_fusion_per_row(original: Any) -> Any:
@@ -81,67 +73,14 @@ def _outer_loop_fusion_per_row(original: Any) -> Any:
     from torch._inductor import loop_body
 
     def codegen_outer_loop_node(self: Any, node: Any) -> Any:
-        reduced = frozenset(
-            dep.name
-            for sub in node.get_nodes()
-            if sub.is_reduction()
-            for dep in sub.read_writes.reads
-        )
-        _OUTER_LOOPS.append(_OuterLoop(node.outer_loop_fusion_depth, reduced))
+        _OUTER_LOOP_DEPTHS.append(node.outer_loop_fusion_depth)
         try:
             with _patched(loop_body.LoopBody, "get_read_expr", _unread_buffer_has_no_read_index):
                 return original(self, node)
         finally:
-            _OUTER_LOOPS.pop()
+            _OUTER_LOOP_DEPTHS.pop()
 
     return codegen_outer_loop_node
-
-
-# Bytes of a cache line: one prefetch per line of a vector.
-_CACHE_LINE = 64
-
-
-def _prefetch_next_row(original: Any) -> Any:
-    """In a row's element-wise loop, the next row of each tensor that the row's reductions
-    read is prefetched: one ``__builtin_prefetch`` per cache line of every vector loaded.
-
-    In an outer-loop fusion (:func:`_outer_loop_fusion_per_row`) a row runs in two phases:
-    Adam-mini's mean of g² reads the row of g alone, then its update reads that row again
-    (from cache) with the rows of θ and m. While the mean runs, one tensor streams from
-    memory; prefetched during the previous row's update, alongside θ and m, it is in cache
-    when the mean reads it (the README's Speed section gives Adam-mini's step times). A
-    prefetch is a hint: it changes no value and never faults, also past the last row.
-    """
-
-    from torch._inductor.virtualized import V
-
-    def load(self: Any, name: str, index: Any) -> Any:
-        value = original(self, name, index)
-        fusion = _OUTER_LOOPS[-1] if _OUTER_LOOPS else None
-        if (
-            fusion is None
-            or name not in fusion.reduced
-            or self.reduction_depth != len(self.itervars)  # a reduction's own loop
-            or self.tiling_idx < fusion.depth  # vectorized across rows
-        ):
-            return value
-        renamed = self.rename_indexing(index)
-        if self._try_get_const_stride(renamed, self.itervars[self.tiling_idx]) != 1:
-            return value
-        outer = self.itervars[fusion.depth - 1]
-        ahead = renamed.subs(outer, outer + 1)
-        done = vars(self).setdefault("adamkit_prefetched", set())
-        if ahead == renamed or (name, ahead) in done:  # the same for every row, or done
-            return value
-        done.add((name, ahead))
-        pointer = self.args.input(name)
-        step = max(1, _CACHE_LINE // V.graph.get_dtype(name).itemsize)
-        for offset in range(0, max(1, self.tiling_factor), step):
-            target = _cpp.cexpr_index(ahead + offset)
-            self.loads.writeline(f"__builtin_prefetch({pointer} + {target});")
-        return value
-
-    return load
 
 
 def _unread_buffer_has_no_read_index(original: Any) -> Any:
@@ -165,7 +104,7 @@ def _scalar_rows_in_outer_loops(original: Any) -> Any:
 
     def select_tiling(self: Any, fn_list: Any, var_sizes_list: Any) -> Any:
         chosen = original(self, fn_list, var_sizes_list)
-        depth = _OUTER_LOOPS[-1].depth if _OUTER_LOOPS else None
+        depth = _OUTER_LOOP_DEPTHS[-1] if _OUTER_LOOP_DEPTHS else None
         if depth is not None and all(
             len(sizes) == depth and not reduced for sizes, reduced in var_sizes_list
         ):
@@ -490,7 +429,6 @@ def adjusted_codegen() -> Iterator[None]:
         _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
         _patched(_cpp, "parallel_num_threads", _threads_at_least_two),
         _patched(_cpp.CppVecKernel, "arange", _arange_by_broadcast),
-        _patched(_cpp.CppVecKernel, "load", _prefetch_next_row),
         _patched(_cpp.CppCSEVariable, "update_on_args", _remember_origin),
         _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _exact_bfloat16_by_truncation),
         _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _float64_conversions_in_registers),
