@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import torch
 
@@ -414,30 +414,127 @@ def _float64_conversions_in_registers(original: Any) -> Any:
     return get_to_dtype_expr
 
 
+class Adjustment(NamedTuple):
+    """One patch of inductor: ``attribute`` of the object ``owner()`` returns, replaced by
+    ``replacement(current)``. ``optional`` ones change only how fast the generated code runs
+    or how fast it is generated, so that :func:`adjustments_left_out` may leave them out to
+    measure what each is worth (``python -m adamkit.bench.adjustments``)."""
+
+    name: str
+    owner: Callable[[], Any]
+    attribute: str
+    replacement: Callable[[Any], Any]
+    optional: bool
+
+
+def _choices() -> Any:
+    from torch._inductor import choices  # not at import: it loads inductor's lowerings
+
+    return choices.InductorChoices
+
+
+ADJUSTMENTS: tuple[Adjustment, ...] = (
+    Adjustment(
+        "outer_loop_fusion_per_row",
+        lambda: _cpp.CppScheduling,
+        "codegen_outer_loop_node",
+        _outer_loop_fusion_per_row,
+        False,  # without it, centralized conv gradients fail to compile
+    ),
+    Adjustment("tiling", lambda: _cpp.TilingSelect, "select_tiling", _tiling, True),
+    Adjustment(
+        "scalar_rows_in_outer_loops",
+        lambda: _cpp.TilingSelect,
+        "select_tiling",
+        _scalar_rows_in_outer_loops,
+        False,  # part of the per-row fusion
+    ),
+    Adjustment(
+        "vector_bitcast", lambda: _cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast, True
+    ),
+    Adjustment(
+        "threads_at_least_two",
+        lambda: _cpp,
+        "parallel_num_threads",
+        _threads_at_least_two,
+        False,  # correctness
+    ),
+    Adjustment(
+        "arange_by_broadcast", lambda: _cpp.CppVecKernel, "arange", _arange_by_broadcast, True
+    ),
+    Adjustment(
+        "remember_origin",
+        lambda: _cpp.CppCSEVariable,
+        "update_on_args",
+        _remember_origin,
+        False,  # what exact_bfloat16_by_truncation reads
+    ),
+    Adjustment(
+        "exact_bfloat16_by_truncation",
+        lambda: _cpp.CppVecKernel,
+        "get_to_dtype_expr",
+        _exact_bfloat16_by_truncation,
+        True,
+    ),
+    Adjustment(
+        "float64_conversions_in_registers",
+        lambda: _cpp.CppVecKernel,
+        "get_to_dtype_expr",
+        _float64_conversions_in_registers,
+        True,
+    ),
+    Adjustment("side_by_side_reductions", _choices, "can_fuse", _side_by_side_reductions, True),
+    Adjustment(
+        "side_by_side_reductions",  # the same choice, for horizontal fusions
+        _choices,
+        "can_fuse_horizontal",
+        _side_by_side_reductions,
+        True,
+    ),
+    Adjustment(
+        "dtype_rules_built_once",
+        lambda: _dtype_propagation.DtypePropagationOpsHandler,
+        "__init__",
+        _dtype_rules_built_once,
+        True,
+    ),
+)
+# The optional adjustments left out of the compiles in progress (:func:`adjustments_left_out`).
+_LEFT_OUT: frozenset[str] = frozenset()
+
+
+@contextlib.contextmanager
+def adjustments_left_out(names: Iterable[str]) -> Iterator[None]:
+    """Compiles inside leave out the named optional adjustments (to measure what each is
+    worth); their kernels are keyed apart in inductor's caches (:func:`cache_tag_options`)."""
+    global _LEFT_OUT
+    chosen = frozenset(names)
+    optional = {a.name for a in ADJUSTMENTS if a.optional}
+    if not chosen <= optional:
+        raise ValueError(
+            f"adjustments_left_out: {sorted(chosen - optional)} are not optional adjustments; "
+            f"the optional ones are {sorted(optional)}"
+        )
+    previous, _LEFT_OUT = _LEFT_OUT, chosen
+    try:
+        yield
+    finally:
+        _LEFT_OUT = previous
+
+
 @contextlib.contextmanager
 def adjusted_codegen() -> Iterator[None]:
-    """Inductor's C++ code generation with adamkit's adjustments (see the module docstring)."""
+    """Inductor's C++ code generation with adamkit's adjustments (see the module docstring),
+    but those :func:`adjustments_left_out` leaves out."""
     if _cpp is None:
         yield
         return
-    from torch._inductor import choices  # not at import: it loads inductor's lowerings
-
-    with (
-        _patched(_cpp.CppScheduling, "codegen_outer_loop_node", _outer_loop_fusion_per_row),
-        _patched(_cpp.TilingSelect, "select_tiling", _tiling),
-        _patched(_cpp.TilingSelect, "select_tiling", _scalar_rows_in_outer_loops),
-        _patched(_cpp.CppVecOverrides, "to_dtype_bitcast", _vector_bitcast),
-        _patched(_cpp, "parallel_num_threads", _threads_at_least_two),
-        _patched(_cpp.CppVecKernel, "arange", _arange_by_broadcast),
-        _patched(_cpp.CppCSEVariable, "update_on_args", _remember_origin),
-        _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _exact_bfloat16_by_truncation),
-        _patched(_cpp.CppVecKernel, "get_to_dtype_expr", _float64_conversions_in_registers),
-        _patched(choices.InductorChoices, "can_fuse", _side_by_side_reductions),
-        _patched(choices.InductorChoices, "can_fuse_horizontal", _side_by_side_reductions),
-        _patched(
-            _dtype_propagation.DtypePropagationOpsHandler, "__init__", _dtype_rules_built_once
-        ),
-    ):
+    with contextlib.ExitStack() as stack:
+        for adjustment in ADJUSTMENTS:
+            if adjustment.name not in _LEFT_OUT:
+                stack.enter_context(
+                    _patched(adjustment.owner(), adjustment.attribute, adjustment.replacement)
+                )
         yield
 
 
@@ -456,6 +553,7 @@ def cache_tag_options() -> dict[str, Any]:
             hoist.hoist_scalars(graph)
 
         def uuid(self) -> bytes:
-            return get_hash_for_files((__file__, hoist.__file__))
+            left_out = ",".join(sorted(_LEFT_OUT)).encode()
+            return get_hash_for_files((__file__, hoist.__file__)) + left_out
 
     return {"post_grad_custom_post_pass": AdjustedCodegenTag()}
