@@ -346,7 +346,8 @@ def _side_by_side_reductions(original: Any) -> Any:
     return staticmethod(decide)
 
 
-# float32 <-> float64 conversions of one vector register, per instruction set: ``widen(v, h)``
+# float32 <-> float64 conversions of one vector register, for the instruction sets where they
+# pay (:func:`_float64_conversions_in_registers`): ``widen(v, h)``
 # converts half h of a float32 vector to a float64 vector; ``narrow(a, b)`` packs two float64
 # vectors into one float32 vector.
 _WIDENING = {
@@ -354,11 +355,6 @@ _WIDENING = {
         "_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd({v}), {h})))",
         "_mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512("
         "_mm512_cvtpd_ps({a}))), _mm256_castps_pd(_mm512_cvtpd_ps({b})), 1))",
-    ),
-    "avx2": (
-        "_mm256_cvtps_pd(_mm256_extractf128_ps({v}, {h}))",
-        "_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps({a})), "
-        "_mm256_cvtpd_ps({b}), 1)",
     ),
 }
 
@@ -382,18 +378,20 @@ def _float64_conversions_in_registers(original: Any) -> Any:
     pass paid that per vector, and with AVX-512 the rules with a reduction (Pre_LAMB, UM,
     SU_Adam, LAMB, B_Adam, Adam-mini, ...) fell far behind fused AdamW (README, session 14).
     ``vcvtps2pd`` and ``vcvtpd2ps`` give the same values (exact widening; narrowing rounds to
-    nearest even, as ``static_cast`` does)."""
+    nearest even, as ``static_cast`` does). Emitted with AVX-512 only: with AVX2, on a Zen 3,
+    the rules with reductions stepped as fast or faster on ATen's conversion (in one process,
+    ``python -m adamkit.bench.adjustments``; the README's Speed section gives the ratios)."""
 
     def get_to_dtype_expr(
         self: Any, src: Any, dtype: Any, src_dtype: Any, rounding: bool = False
     ) -> Any:
         isa = _x86_vectors() if getattr(src, "is_vec", False) else None
-        if isa is None or {src_dtype, dtype} != {torch.float32, torch.float64}:
+        if isa not in _WIDENING or {src_dtype, dtype} != {torch.float32, torch.float64}:
             return original(self, src, dtype, src_dtype, rounding)
         floats = self._get_num_vectors(torch.float32)
         if self._get_num_vectors(torch.float64) != 2 * floats:
             return original(self, src, dtype, src_dtype, rounding)
-        widen, narrow = _WIDENING[isa]
+        widen, narrow = _WIDENING[isa]  # type: ignore[index]
         if dtype == torch.float64:
             float_vector = [src] if floats == 1 else [f"{src}[{i}]" for i in range(floats)]
             parts = [widen.format(v=v, h=h) for v in float_vector for h in (0, 1)]
