@@ -7,10 +7,13 @@ how fast the generated code runs (or whether it compiles at all), never what it 
 :func:`_dtype_rules_built_once` only how fast it is generated; :func:`_threads_at_least_two`
 keeps a kernel compiled in a one-thread process correct when it runs on several threads;
 :func:`_remember_origin` only records, for :func:`_exact_bfloat16_by_truncation`, which op made
-each value of a kernel.
+each value of a kernel. :data:`ADJUSTMENTS` lists them in the order they are applied and marks
+those that only change speed as optional; :func:`adjustments_left_out` compiles without some,
+which ``python -m adamkit.bench.adjustments`` uses to measure what each is worth.
 Inductor's on-disk cache does not see such patches, so :func:`cache_tag_options` adds a graph
-pass whose uuid, a hash of this file and of :mod:`adamkit.core.hoist`, enters the cache key;
-the pass itself is :func:`~adamkit.core.hoist.hoist_scalars`.
+pass whose uuid, a hash of this file and of :mod:`adamkit.core.hoist` (and the names of the
+adjustments left out), enters the cache key; the pass itself is
+:func:`~adamkit.core.hoist.hoist_scalars`.
 """
 
 from __future__ import annotations
