@@ -31,6 +31,7 @@ from adamkit.bench.speed import (
     interleaved,
     make_params,
     median_ratio,
+    set_names,
     warm_up,
 )
 from adamkit.core import codegen, compiled, graphs
@@ -113,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     for adjustment in left_out:
         if adjustment not in OPTIONAL:
             parser.error(f"unknown adjustment {adjustment!r}; choose from {', '.join(OPTIONAL)}")
-    sets = args.sets.split(",")
-    for s in sets:
-        if s not in SETS:
-            parser.error(f"unknown set {s!r}; choose from {', '.join(SETS)}")
+    sets = set_names(parser, args.sets)
     rows = []
     for s in sets:
         for name in names:

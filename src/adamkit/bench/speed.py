@@ -382,6 +382,15 @@ def _count(text: str) -> int:
     return value
 
 
+def set_names(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated parameter sets of ``--sets``; an unknown one is a usage error."""
+    names = text.split(",")
+    for name in names:
+        if name not in SETS:
+            parser.error(f"unknown set {name!r}; choose from {', '.join(SETS)}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="adamkit speed", description=__doc__)
     parser.add_argument("--optimizers", default="all", help="comma-separated names, or 'all'")
@@ -407,10 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     names = adamkit.available() if args.optimizers == "all" else args.optimizers.split(",")
     for name in names:
         adamkit.optimizer_class(name)
-    sets = args.sets.split(",")
-    for s in sets:
-        if s not in SETS:
-            parser.error(f"unknown set {s!r}; choose from {', '.join(SETS)}")
+    sets = set_names(parser, args.sets)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -122,11 +122,13 @@ def polynomial(u: torch.Tensor, coefficients: Sequence[float]) -> torch.Tensor:
     """Σ c_i·u^i (lowest degree first) by Horner's rule, as a new tensor: one multiply-add per
     degree, the fewest operations.
 
-    Its chain of dependent operations is long, but the elements of a compiled loop are
-    independent, so a core overlaps the chains of consecutive vectors; a step bound by
-    arithmetic is bound by the number of operations: Estrin's scheme (terms paired with u²,
-    u⁴, ..., for chains a third as long at a third more operations) made SAdam's step slower
-    (the README's Speed section gives the step times on a Zen 3).
+    Its chain of dependent operations is long, and a core overlaps the chains of consecutive
+    vectors only as far as its window of instructions in flight reaches, so both the number
+    of operations and the chain's length count. Estrin's scheme (terms paired with u², u⁴,
+    ..., chains a third as long at a third more operations) made SAdam's step slower; a
+    second-order Horner scheme (even and odd terms as two chains in u²) made it about 3%
+    faster on one thread, but multiplied the code generation of B_Adam's softplus (the
+    README's Speed section gives the step times on a Zen 3, and that count).
     """
     out: Any = coefficients[-1]
     for c in reversed(coefficients[:-1]):
