@@ -67,21 +67,60 @@ def _counted(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list
     return calls
 
 
-def test_elementwise_steps_with_rounded_state_are_not_split(
+# Storage policies whose codecs round element by element: bfloat16/float16 state (stochastic
+# rounding), Kahan-compensated state, bfloat16 parameters with either rounding.
+LOW_PRECISION = {
+    "bf16-state": (torch.float32, {"state_dtype": "bfloat16"}),
+    "fp16-state": (torch.float32, {"state_dtype": "float16"}),
+    "kahan-state": (torch.float32, {"state_dtype": "bfloat16", "state_rounding": "kahan"}),
+    "bf16-param": (torch.bfloat16, {}),
+    "bf16-kahan-param": (torch.bfloat16, {"param_rounding": "kahan"}),
+    "bf16-all": (torch.bfloat16, {"state_dtype": "bfloat16"}),
+}
+
+
+@pytest.mark.parametrize("policy", LOW_PRECISION)
+@pytest.mark.parametrize("name", PIECEWISE)
+def test_in_pieces_with_rounded_storage_equals_the_whole_tensor_bit_for_bit(
+    name: str, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each piece's rounding draws the random bits of its own elements (the step's whole update
+    # for element-wise rules, the store of the results for the others)
+    dtype, options = LOW_PRECISION[policy]
+    whole_p, whole_state = _steps(name, 5000, dtype, 1 << 40, monkeypatch, **options)
+    piece_p, piece_state = _steps(name, 5000, dtype, 1024, monkeypatch, **options)
+    assert torch.equal(whole_p, piece_p)
+    for buffer, value in whole_state.items():
+        assert torch.equal(value, piece_state[buffer]), buffer
+
+
+def test_elementwise_steps_with_rounded_state_are_split_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # stochastic rounding draws its bits by index in the whole tensor: pieces would change them
-    calls = _counted(monkeypatch, execute, "in_pieces")
+    calls = _counted(monkeypatch, execute, "in_numbered_pieces")
     _steps("sadam", 5000, torch.float32, 1024, monkeypatch, state_dtype=torch.bfloat16)
-    assert calls == []
-    _steps("sadam", 5000, torch.float32, 1024, monkeypatch)
     assert calls == [5000] * 4
+    _steps("sadam", 5000, torch.float32, 1024, monkeypatch)
+    assert calls == [5000] * 8
+
+
+def test_eager_bfloat16_state_step_has_no_tensor_sized_temporaries() -> None:
+    # in pieces, a large tensor's eager step allocates a few pieces' worth of memory, not
+    # decoded float32 copies of its 16-bit state and int32 random bits of its size
+    from adamkit.bench.speed import peak_step_bytes
+
+    numel = 1 << 24
+    p = torch.randn(numel).requires_grad_()
+    p.grad = torch.randn(numel)
+    opt = adamkit.AdamW([p], backend="eager", state_dtype="bfloat16")
+    opt.step()
+    assert peak_step_bytes(opt.step) < numel  # below 1 byte per parameter
 
 
 def test_rules_elementwise_on_vectors_step_vectors_in_pieces(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls = _counted(monkeypatch, execute, "in_pieces")
+    calls = _counted(monkeypatch, execute, "in_numbered_pieces")
     _steps("adam_gc", 5000, torch.float32, 1024, monkeypatch)
     assert calls == [5000] * 4
 

@@ -67,6 +67,19 @@ def test_random_bits_are_fair_and_neighbours_do_not_repeat_each_other(count: int
         assert abs(corr) < 0.4, (lag, corr)
 
 
+def test_random_bits_of_a_piece_are_those_of_its_elements_in_the_whole_tensor() -> None:
+    key = stream_key(5, 2, 1, 7)
+    whole = random_bits(torch.zeros(1000, dtype=torch.int32), key, 16)
+    piece = random_bits(torch.zeros(300, dtype=torch.int32), key, 16, offset=500)
+    assert torch.equal(piece, whole[500:800])
+    # past 2^31 the element numbers wrap modulo 2^32, as in a tensor of more elements
+    start = (1 << 31) - 4
+    wrapped = random_bits(torch.zeros(8, dtype=torch.int32), key, 16, offset=start)
+    index = torch.arange(start, start + 8, dtype=torch.int64)
+    x = ((index ^ key) * 0x7FEB352D) & 0xFFFFFFFF  # the hash, on int64 without wrapping
+    assert torch.equal(wrapped.long(), (x ^ (x >> 16)) & 0xFFFF)
+
+
 @pytest.mark.parametrize("count", [0, 25])
 def test_random_bits_refuse_counts_outside_1_to_24(count: int) -> None:
     with pytest.raises(ValueError, match=f"count={count}"):

@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.rounding import random_bits, stochastic_round
 
 Rounding = Literal["stochastic", "nearest"]
@@ -34,14 +35,22 @@ Stored = MutableMapping[str, object]
 BLOCK = 256
 
 
-def _round_to(x: torch.Tensor, dtype: torch.dtype, rounding: Rounding, key: int) -> torch.Tensor:
+def _round_to(
+    x: torch.Tensor, dtype: torch.dtype, rounding: Rounding, key: int, offset: int = 0
+) -> torch.Tensor:
     if rounding == "stochastic":
-        return stochastic_round(x, dtype, key)
+        return stochastic_round(x, dtype, key, offset)
     return x.to(dtype)
 
 
 class Plain:
-    """Stored in ``dtype`` exactly as computed (a cast, round-to-nearest, if it differs)."""
+    """Stored in ``dtype`` exactly as computed (a cast, round-to-nearest, if it differs).
+
+    The codec protocol: ``create`` the stored tensors from a first value, ``load`` the value in
+    a compute dtype, ``store`` a new value with the key of its random bits; ``offset`` is the
+    number, in the whole tensor, of the value's first element (element-wise codecs may be
+    stored piece by piece; the others are always stored whole, from element 0).
+    """
 
     random = False  # whether ``store`` draws random bits (then it needs a distinct key per call)
     elementwise = True  # each element stored on its own: tensors may be concatenated
@@ -55,7 +64,7 @@ class Plain:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype)  # type: ignore[union-attr]
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
         dst = st[name]
         if value is not dst:
             dst.copy_(value)  # type: ignore[union-attr]
@@ -69,8 +78,15 @@ class Rounded(Plain):
         self.rounding = rounding
         self.random = rounding == "stochastic"
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
-        st[name].copy_(_round_to(value, self.dtype, self.rounding, key))  # type: ignore[union-attr]
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
+        """Eagerly in pieces (:func:`~adamkit.core.pieces.in_numbered_pieces`): the rounding's
+        temporaries stay in cache, and each piece draws its elements' own random bits."""
+
+        def store_piece(t: dict[str, torch.Tensor], start: int) -> None:
+            rounded = _round_to(t["value"], self.dtype, self.rounding, key, offset + start)
+            t["stored"].copy_(rounded)
+
+        in_numbered_pieces(store_piece, {"stored": st[name], "value": value})  # type: ignore[dict-item]
 
 
 class Kahan(Plain):
@@ -87,11 +103,15 @@ class Kahan(Plain):
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype) + st[f"{name}_kahan"].to(dtype)  # type: ignore[union-attr]
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
-        hi = value.to(self.dtype)
-        st[name].copy_(hi)  # type: ignore[union-attr]
-        lo = _round_to(value - hi.to(value.dtype), self.dtype, "stochastic", key)
-        st[f"{name}_kahan"].copy_(lo)  # type: ignore[union-attr]
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
+        def store_piece(t: dict[str, torch.Tensor], start: int) -> None:
+            hi = t["value"].to(self.dtype)
+            t["hi"].copy_(hi)
+            lo = t["value"] - hi.to(t["value"].dtype)
+            t["lo"].copy_(_round_to(lo, self.dtype, "stochastic", key, offset + start))
+
+        pair = {"hi": st[name], "lo": st[f"{name}_kahan"], "value": value}
+        in_numbered_pieces(store_piece, pair)  # type: ignore[arg-type]
 
 
 class ScaledHalf:
@@ -118,7 +138,7 @@ class ScaledHalf:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype) * st[f"{name}_scale"].to(dtype)  # type: ignore[union-attr]
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
         scale = self._scale(value)
         st[name].copy_(_round_to(value / scale, torch.float16, self.rounding, key))  # type: ignore[union-attr]
         st[f"{name}_scale"].copy_(scale)  # type: ignore[union-attr]
@@ -192,7 +212,7 @@ class Blockwise8:
         values = self._blocks(codes[index.long()]) * absmax.view(-1, 1)
         return values.view(-1)[: index.numel()].view(index.shape).to(dtype)
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int) -> None:
+    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
         index, absmax = self._encode(value, key)
         st[name].copy_(index)  # type: ignore[union-attr]
         st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]

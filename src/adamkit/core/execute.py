@@ -16,8 +16,7 @@ from typing import Any
 import torch
 
 from adamkit.core import reduce
-from adamkit.core.codecs import Plain
-from adamkit.core.pieces import in_pieces
+from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import stream_key
@@ -38,13 +37,15 @@ def update_one(
     exact: torch.dtype,
     segments: Segments | None = None,
     scalars: tuple[str, ...] = (),
+    offset: int = 0,
 ) -> None:
     """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths.
 
     ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment;
     its per-tensor one-element state, ``scalars``, is then stored one value per segment, which
     the rule sees spread per element (and named in ``k["spread"]``) and which is read back from
-    each segment's first element.
+    each segment's first element. ``offset``: the tensors are a piece of the parameter's,
+    starting at this element (the stochastic rounding draws those elements' bits).
     """
     pc = pcodec.load(slot, "param", exact)
     g = prepare_grad(grad, pc, k)
@@ -64,33 +65,44 @@ def update_one(
     seed, t = k["rounding_seed"], k["t"]
     for position, (name, codec) in enumerate(codecs.items()):
         key = stream_key(seed, index, position, t) if codec.random else 0
-        codec.store(state, name, s[name], key)
+        codec.store(state, name, s[name], key, offset)
     key = stream_key(seed, index, PARAM_STREAM, t) if pcodec.random else 0
-    pcodec.store(slot, "param", new_p, key)
+    pcodec.store(slot, "param", new_p, key, offset)
 
 
 def update_plan(
     rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any], elementwise: bool
 ) -> None:
-    """The eager step of one planned tensor: :func:`update_one`. An element-wise rule runs it on
-    consecutive pieces of the tensors (:func:`adamkit.core.pieces.in_pieces`), so that each
-    operation's temporaries stay in cache instead of being fresh tensor-sized allocations;
-    only where the parameter and its buffers are stored in the compute dtype (a rounding
-    codec draws its random bits by the element's index in the whole tensor)."""
-    codecs, exact = plan.codecs, plan.exact
-    common = (codecs, plan.pcodec, k, plan.index, exact)
-    stored_as_computed = set(plan.slot) == {"param"} and all(
-        type(c) is Plain and c.dtype == exact for c in (plan.pcodec, *codecs.values())
+    """The eager step of one planned tensor: :func:`update_one`. An element-wise rule whose
+    storage is element-wise too (codecs that round each element on its own) runs it on
+    consecutive pieces of the tensors (:func:`adamkit.core.pieces.in_numbered_pieces`), so
+    that each operation's temporaries (decoded 16-bit state among them) stay in cache instead
+    of being fresh tensor-sized allocations; each piece's rounding draws the random bits of
+    its own elements, so the result is the whole tensor's, bit for bit."""
+    codecs = plan.codecs
+    common = (codecs, plan.pcodec, k, plan.index, plan.exact)
+    numel = plan.slot["param"].numel()
+    stored = {n: t for n, t in plan.stored.items() if t.numel() == numel}
+    splittable = (
+        elementwise
+        and all(c.elementwise for c in (plan.pcodec, *codecs.values()))
+        and all(n in stored for n in codecs)
     )
-    if not (elementwise and stored_as_computed):
+    if not splittable:
         update_one(rule, plan.slot, grad, plan.state, *common)
         return
 
-    def step_piece(t: Mapping[str, torch.Tensor]) -> None:
-        update_one(rule, {"param": t["param"]}, t["grad"], {n: t[n] for n in codecs}, *common)
+    def step_piece(t: Mapping[str, torch.Tensor], start: int) -> None:
+        slot = {n: t[f"slot {n}"] for n in plan.slot}
+        state = {n: t[f"state {n}"] for n in stored}
+        update_one(rule, slot, t["grad"], state, *common, offset=start)
 
-    whole = {"param": plan.slot["param"], "grad": grad, **{n: plan.state[n] for n in codecs}}
-    in_pieces(step_piece, whole)
+    whole = {
+        "grad": grad,
+        **{f"slot {n}": v for n, v in plan.slot.items()},
+        **{f"state {n}": v for n, v in stored.items()},
+    }
+    in_numbered_pieces(step_piece, whole)
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:

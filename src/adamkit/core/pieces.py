@@ -33,13 +33,23 @@ def in_pieces(
     on the tensors themselves. ``fn`` must be element-wise: each output element may depend only
     on the same element of its inputs (and on 0-d tensors or numbers it closes over), and it
     must write its results into the tensors in place."""
+    in_numbered_pieces(lambda piece, _: fn(piece), tensors)
+
+
+def in_numbered_pieces(
+    fn: Callable[[Mapping[str, torch.Tensor], int], object], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """:func:`in_pieces`, telling ``fn`` where each piece starts: ``fn(piece, start)``, where
+    ``start`` is the number of the piece's first element in the flattened tensors (0 when
+    they run whole), so that what depends on an element's number (the random bits of
+    stochastic rounding) comes out as for the whole tensors."""
     if not _splittable(list(tensors.values())):
-        fn(tensors)
+        fn(tensors, 0)
         return
     flat = {name: t.view(-1) for name, t in tensors.items()}
     numel = next(iter(flat.values())).numel()
     for start in range(0, numel, PIECE):
-        fn({name: t[start : start + PIECE] for name, t in flat.items()})
+        fn({name: t[start : start + PIECE] for name, t in flat.items()}, start)
 
 
 def huge(tensors: Mapping[str, torch.Tensor]) -> bool:

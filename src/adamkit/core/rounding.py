@@ -63,9 +63,12 @@ def _as_int32(key: int | torch.Tensor) -> int | torch.Tensor:
     return key - (1 << 32) if key >= 1 << 31 else key
 
 
-def random_bits(like: torch.Tensor, key: int | torch.Tensor, count: int) -> torch.Tensor:
+def random_bits(
+    like: torch.Tensor, key: int | torch.Tensor, count: int, offset: int = 0
+) -> torch.Tensor:
     """``count`` (1 to 24) random bits per element of ``like``, from ``key``: int32 values in
-    [0, 2^count).
+    [0, 2^count). Elements are numbered from ``offset``: a piece of a tensor that starts at its
+    element ``offset`` draws the bits of those elements of the whole tensor.
 
     x = (index ^ key) · C modulo 2^32, then the low bits of x ^ (x >> 16): one round of a
     multiply-xorshift hash. One round is enough here: the key is a full hash of (seed, tensor,
@@ -76,21 +79,26 @@ def random_bits(like: torch.Tensor, key: int | torch.Tensor, count: int) -> torc
     2^31) nearly repeat two elements apart.
     int32 lanes, not int64: a vector holds twice as many, and AVX2 has no 64-bit multiply. On
     int32, ``>>`` is arithmetic; the mask keeps the low bits only, so that does not matter
-    below 17 bits, and above it bits 16 to 23 are x's own flipped by its sign, uniform too. An element's bits
-    depend on its index modulo 2^32 only."""
+    below 17 bits, and above it bits 16 to 23 are x's own flipped by its sign, uniform too. An
+    element's bits depend on its index modulo 2^32 only. The operations after the first write
+    into the one new tensor (eagerly, each pass then stays in that tensor's memory)."""
     if not 1 <= count <= 24:
         raise ValueError(f"random_bits draws 1 to 24 bits per element, got count={count}")
     n = like.numel()
-    if n <= 1 << 31:
-        index = torch.arange(n, device=like.device, dtype=torch.int32)
+    if offset + n <= 1 << 31:
+        index = torch.arange(offset, offset + n, device=like.device, dtype=torch.int32)
     else:
-        index = torch.arange(n, device=like.device, dtype=torch.int64).to(torch.int32)
-    x = (index.view(like.shape) ^ _as_int32(key)) * _LANE_MIX
-    return (x ^ (x >> 16)) & ((1 << count) - 1)
+        index = torch.arange(offset, offset + n, device=like.device, dtype=torch.int64)
+        index = index.to(torch.int32)
+    x = torch.bitwise_xor(index.view(like.shape), _as_int32(key)).mul_(_LANE_MIX)
+    return x.bitwise_xor_(x >> 16).bitwise_and_((1 << count) - 1)
 
 
-def stochastic_round(x: torch.Tensor, dtype: torch.dtype, key: int | torch.Tensor) -> torch.Tensor:
-    """Round ``x`` to bfloat16 or float16 stochastically, with random bits drawn from ``key``.
+def stochastic_round(
+    x: torch.Tensor, dtype: torch.dtype, key: int | torch.Tensor, offset: int = 0
+) -> torch.Tensor:
+    """Round ``x`` to bfloat16 or float16 stochastically, with random bits drawn from ``key``
+    for elements numbered from ``offset`` (:func:`random_bits`).
 
     Adds a uniform random integer below 2^k to the float32 bit pattern and clears the k low
     mantissa bits (k = 16 for bfloat16, 13 for float16): magnitudes round up with probability
@@ -100,5 +108,6 @@ def stochastic_round(x: torch.Tensor, dtype: torch.dtype, key: int | torch.Tenso
     """
     dropped = DROPPED_BITS[dtype]
     pattern = x.to(torch.float32).view(torch.int32)
-    rounded = (pattern + random_bits(pattern, key, dropped)) & ~((1 << dropped) - 1)
+    bits = random_bits(pattern, key, dropped, offset)
+    rounded = bits.add_(pattern).bitwise_and_(~((1 << dropped) - 1))
     return rounded.view(torch.float32).to(dtype)
