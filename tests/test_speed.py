@@ -190,12 +190,3 @@ def test_candidates_are_timed_after_rectification() -> None:
     times = speed.warm_up(counting)  # type: ignore[arg-type]
     assert len(times) == speed.WARMUP_STEPS and min(times) >= 0.0
     assert counting.steps == speed.WARMUP_STEPS
-
-
-def test_the_cached_set_takes_the_compiled_path_and_fits_in_a_cache() -> None:
-    from adamkit.core.compiled import worth_compiling
-
-    params = speed.make_params(speed.SETS["cached"](), torch.float32)
-    assert worth_compiling(params)  # what backend="auto" steps is the compiled path
-    # parameter, gradient and two float32 moments: under 8 MB
-    assert sum(p.numel() for p in params) * 16 < 8 << 20

@@ -40,10 +40,6 @@ SETS: dict[str, Callable[[], list[tuple[str, tuple[int, ...]]]]] = {
     "gpt": lambda: gpt_like_named_shapes(dim=384, layers=12, vocab=8192, context=512),
     "small": lambda: [(f"t{i}", (128,)) for i in range(1000)],
     "large": lambda: [("w", (25_000_000,))],
-    # One matrix whose parameter, gradient and state (about 5 MB per optimizer, 2^18 elements or
-    # more, so compiled) stay in the CPU's cache: step times that follow the arithmetic of a
-    # rule, not the memory traffic that moves the other sets' times between runs.
-    "cached": lambda: [("w", (768, 384))],
 }
 
 
