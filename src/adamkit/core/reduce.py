@@ -68,8 +68,21 @@ def _traced_sum(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 def _traced_mean(
     values: torch.Tensor, dim: tuple[int, ...] | None = None, keepdim: bool = False
 ) -> torch.Tensor:
-    """mean(values) (over ``dim``, else all), in the accumulator's dtype."""
-    return torch.mean(values, dim=dim, keepdim=keepdim, dtype=_accumulator(values))
+    """mean(values) (over ``dim``, else all), in the accumulator's dtype.
+
+    Over ``dim`` (per channel), the sum times 1/n: inductor divides a reduction's result by n
+    where the result is used, which for a per-row statistic is every iteration of the row's
+    update loop (a float64 division per 16 elements of Adam-mini's row update, which the C++
+    compiler does not hoist out of that loop); 1/n depends on sizes only, a number computed
+    once. Over the whole tensor torch's mean stays: the product did not make those rules
+    faster."""
+    accumulator = _accumulator(values)
+    if dim is None:
+        return torch.mean(values, dtype=accumulator)
+    count = 1
+    for d in dim:
+        count = count * values.shape[d]
+    return torch.sum(values, dim=dim, keepdim=keepdim, dtype=accumulator) * (1.0 / count)
 
 
 def _segment_sums(values: torch.Tensor) -> torch.Tensor:
