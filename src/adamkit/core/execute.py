@@ -83,11 +83,7 @@ def update_plan(
     common = (codecs, plan.pcodec, k, plan.index, plan.exact)
     numel = plan.slot["param"].numel()
     stored = {n: t for n, t in plan.stored.items() if t.numel() == numel}
-    splittable = (
-        elementwise
-        and all(c.elementwise for c in (plan.pcodec, *codecs.values()))
-        and all(n in stored for n in codecs)
-    )
+    splittable = elementwise and plan.stored_elementwise and all(n in stored for n in codecs)
     if not splittable:
         update_one(rule, plan.slot, grad, plan.state, *common)
         return
@@ -238,11 +234,16 @@ class Plan:
         return (
             self.signature is not None
             and (self.flat or len(shape) == 1)
-            and self.pcodec.elementwise
-            and all(codec.elementwise for codec in self.codecs.values())
+            and self.stored_elementwise
             and all(t.shape == shape for t in self.slot.values())
             and all(t.shape == shape or (scalars and t.numel() == 1) for t in self.stored.values())
         )
+
+    @property
+    def stored_elementwise(self) -> bool:
+        """Whether the parameter and every buffer are stored element by element (codecs
+        without per-tensor or per-block scales): tensors may be concatenated or cut in pieces."""
+        return self.pcodec.elementwise and all(c.elementwise for c in self.codecs.values())
 
     @property
     def scalar_names(self) -> tuple[str, ...]:

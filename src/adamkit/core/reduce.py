@@ -78,7 +78,7 @@ def _traced_mean(
     faster."""
     accumulator = _accumulator(values)
     if dim is None:
-        return torch.mean(values, dtype=accumulator)
+        return torch.mean(values, dim=None, keepdim=keepdim, dtype=accumulator)
     count = 1
     for d in dim:
         count = count * values.shape[d]
