@@ -996,3 +996,22 @@ def test_traced_sums_accumulate_in_float64_except_on_devices_without_it() -> Non
     assert reduce._accumulator(on("cpu")) == torch.float64  # type: ignore[arg-type]
     assert reduce._accumulator(on("meta")) == torch.float64  # type: ignore[arg-type]
     assert reduce._accumulator(on("mps")) == torch.float32  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["compiled", "eager"])
+def test_a_state_dict_replaced_by_a_copy_is_the_one_stepped(backend: str) -> None:
+    # The arranged work is reused while the optimizer's state maps every parameter to the same
+    # dicts; a dict replaced by a copy holding the same tensors must be noticed, or its "step"
+    # would stay behind while the old dict's advanced.
+    params = make_params(torch.float64, [(8,)] * 3)
+    opt = adamkit.AdamW(params, backend=backend)
+    grads = grad_stream(params)
+    for i in range(4):
+        for p, g in zip(params, grads(i), strict=True):
+            p.grad = g
+        if i == 2:
+            old = opt.state[params[1]]
+            opt.state[params[1]] = dict(old)
+        opt.step()
+    assert [opt.state[p]["step"] for p in params] == [4, 4, 4]
+    assert old["step"] == 2

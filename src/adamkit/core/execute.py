@@ -204,9 +204,11 @@ class Plan:
 
     def valid(self, state: Mapping[str, Any], roundings: tuple[str, str]) -> bool:
         """Whether this plan still describes the parameter: the same storage (``p.data`` may have
-        been replaced), the same state tensors and the same rounding policy."""
+        been replaced), the same state dict holding the same state tensors, and the same
+        rounding policy."""
         return (
-            self.storage == _storage(self.p)
+            state is self.state
+            and self.storage == _storage(self.p)
             and roundings == self.roundings
             and len(self.stored) == sum(isinstance(v, torch.Tensor) for v in state.values())
             and all(state.get(n) is t for n, t in self.stored.items())

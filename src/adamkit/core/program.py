@@ -55,6 +55,9 @@ class GroupProgram:
                     self.stored_names.append(name)
                     self.stored_tensors.append(tensor)
         self.steps = list(map(_STEP, states))
+        # the optimizer's whole state mapping when ``states`` were last found in it
+        self.state_keys: list[Any] = []
+        self.state_values: list[Any] = []
 
     def fits(
         self,
@@ -69,7 +72,7 @@ class GroupProgram:
             and roundings == self.roundings
             and _same_objects(params, self.params)
             and _same_objects(active, self.active)
-            and _same_objects(map(state.get, active), self.states)
+            and self._same_states(state)
             and list(map(_DATA_PTR, active)) == self.pointers
             and all(
                 map(
@@ -80,6 +83,20 @@ class GroupProgram:
             )
             and list(map(_STEP, self.states)) == self.steps
         )
+
+    def _same_states(self, state: Mapping[torch.Tensor, Any]) -> bool:
+        """Whether ``state`` maps the active parameters to the recorded state dicts.
+
+        Looking each parameter up hashes it, a Python call per tensor; so the mapping's keys and
+        values are recorded once the lookups agree, and while they are the same objects in the
+        same order, the lookups would give the same dicts."""
+        keys, values = state.keys(), state.values()
+        if _same_objects(keys, self.state_keys) and _same_objects(values, self.state_values):
+            return True
+        if not _same_objects(map(state.get, self.active), self.states):
+            return False
+        self.state_keys, self.state_values = list(keys), list(values)
+        return True
 
     def advance(self) -> None:
         """Record that every stage took its step."""
