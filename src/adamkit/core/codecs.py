@@ -43,6 +43,15 @@ def _round_to(
     return x.to(dtype)
 
 
+def _unsharded_like(value: torch.Tensor, dst: object) -> torch.Tensor:
+    """``value`` as a plain tensor where it is a DTensor and ``dst`` is not: a per-tensor
+    statistic of a sharded parameter (a global value, the same on every rank) is stored as a
+    plain tensor, as torch.optim stores ``step``."""
+    if hasattr(value, "full_tensor") and not hasattr(dst, "full_tensor"):
+        return value.full_tensor()  # type: ignore[operator]
+    return value
+
+
 class Plain:
     """Stored in ``dtype`` exactly as computed (a cast, round-to-nearest, if it differs).
 
@@ -67,7 +76,7 @@ class Plain:
     def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
         dst = st[name]
         if value is not dst:
-            dst.copy_(value)  # type: ignore[union-attr]
+            dst.copy_(_unsharded_like(value, dst))  # type: ignore[union-attr, arg-type]
 
 
 class Rounded(Plain):

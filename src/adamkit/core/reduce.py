@@ -204,7 +204,8 @@ def channel_mean_square(x: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return _traced_mean(x * x, channel_dims(x), keepdim=True).to(x.dtype)
     norm = torch.linalg.vector_norm(x, dim=channel_dims(x), keepdim=True)
-    return norm.square_().div_(x[0].numel())
+    # Out of place: a sharded norm (a DTensor pending its reduction) cannot be squared in place.
+    return norm.square().div_(x[0].numel())
 
 
 def channel_mean(x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from adamkit.core.sharding import is_dtensor, like_dtensor, local_numbers
+
 _MASK32 = 0xFFFFFFFF
 # Multiplier of a well-mixing 32-bit integer hash (x ^= x >> 16; x *= C; twice). It is below
 # 2^31, so products of 32-bit values stay inside int64 without overflow.
@@ -90,7 +92,13 @@ def random_bits(
     else:
         index = torch.arange(offset, offset + n, device=like.device, dtype=torch.int64)
         index = index.to(torch.int32)
-    x = torch.bitwise_xor(index.view(like.shape), _as_int32(key)).mul_(_LANE_MIX)
+    return hashed_bits(index.view(like.shape), key, count)
+
+
+def hashed_bits(index: torch.Tensor, key: int | torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` random bits of the elements numbered ``index`` (int32, the numbers modulo
+    2^32), as a new tensor: the hash of :func:`random_bits`."""
+    x = torch.bitwise_xor(index, _as_int32(key)).mul_(_LANE_MIX)
     return x.bitwise_xor_(x >> 16).bitwise_and_((1 << count) - 1)
 
 
@@ -105,9 +113,27 @@ def stochastic_round(
     equal to their position between the two neighbours. The float16 result is exact wherever
     float16 is normal; below that the final cast rounds to nearest. (The compiled path narrows
     the bfloat16 case by truncation: :func:`adamkit.core.codegen._exact_bfloat16_by_truncation`.)
+
+    A DTensor is rounded shard by shard, each element with the bits of its place in the whole
+    tensor (:func:`adamkit.core.sharding.local_numbers`): the result does not depend on how the
+    tensor is sharded, and replicas round alike.
     """
+    if is_dtensor(x):
+        local, start, index = local_numbers(x)
+        if index is None:
+            rounded = stochastic_round(local, dtype, key, offset + start)
+        else:
+            rounded = _round_with(
+                local, dtype, hashed_bits(index + offset, key, DROPPED_BITS[dtype])
+            )
+        return like_dtensor(rounded, x)
+    return _round_with(x, dtype, random_bits(x, key, DROPPED_BITS[dtype], offset))
+
+
+def _round_with(x: torch.Tensor, dtype: torch.dtype, bits: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to ``dtype`` after adding ``bits`` (int32, below 2^k) to its float32 bit
+    pattern and clearing the k dropped bits; ``bits`` is consumed."""
     dropped = DROPPED_BITS[dtype]
     pattern = x.to(torch.float32).view(torch.int32)
-    bits = random_bits(pattern, key, dropped, offset)
     rounded = bits.add_(pattern).bitwise_and_(~((1 << dropped) - 1))
     return rounded.view(torch.float32).to(dtype)

@@ -66,6 +66,7 @@ from adamkit.core.precision import (
 )
 from adamkit.core.program import GroupProgram, Stage
 from adamkit.core.rounding import stream_key
+from adamkit.core.sharding import is_dtensor
 
 Scalars = dict[str, Any]
 State = dict[str, torch.Tensor]
@@ -215,6 +216,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         for name in declared.keys() & group.keys():
             group[name] = declared[name].validate(f"{owner} (param group {index})", group[name])
         self._check_cross({**self.defaults, **group})
+        self._check_sharded_storage(index, {**self.defaults, **group}, group["params"])
         super().add_param_group(group)
 
     def _all_param_ids(self) -> set[int]:
@@ -274,6 +276,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
             ):
                 self._check_grads(gi, params)
             self.check_step_allowed(gi, group)
+            self._check_sharded_storage(gi, hyper, active)
             work.append((group, hyper, active))
         return work
 
@@ -294,6 +297,22 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                 raise RuntimeError(
                     f"{owner}: gradient of param group {gi}, param {pi} has shape "
                     f"{tuple(grad.shape)} but the parameter has shape {tuple(p.shape)}"
+                )
+
+    def _check_sharded_storage(
+        self, index: int, hyper: Mapping[str, Any], params: list[torch.Tensor]
+    ) -> None:
+        """Refuse 8-bit state for sharded (DTensor) parameters: its blocks of 256 elements and
+        their scales are laid out over the whole tensor, which no rank holds."""
+        if self.storage_setting(hyper) != "int8":
+            return
+        for pi, p in enumerate(params):
+            if is_dtensor(p):
+                raise hp.HyperparameterError(
+                    f"{type(self).__name__} (param group {index}): state_dtype='int8' is not "
+                    f"supported for sharded (DTensor) parameters (param {pi}): its blocks of "
+                    "256 elements and their scales span the whole tensor, which no rank holds; "
+                    "use state_dtype='bfloat16' or 'float16'"
                 )
 
     def check_step_allowed(self, index: int, group: dict[str, Any]) -> None:

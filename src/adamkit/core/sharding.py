@@ -1,0 +1,71 @@
+"""Sharded tensors (``torch.distributed.tensor.DTensor``, as FSDP2 and tensor parallelism
+make them): what the rules' element-wise helpers need to know about them.
+
+Rules run on DTensors through DTensor's own operators, which make reductions global. Only what
+depends on an element's place in the whole tensor needs help: the random bits of stochastic
+rounding are numbered by that place (:func:`local_numbers`), so that a sharded step rounds as
+the unsharded one does, bit for bit, whatever the sharding, and replicas round alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def is_dtensor(x: object) -> bool:
+    """Whether ``x`` is a DTensor (without importing torch.distributed where it is absent)."""
+    if type(x) in (torch.Tensor, torch.nn.Parameter):
+        return False  # plain tensors, traced ones among them, take no import
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - a torch built without distributed
+        return False
+    return isinstance(x, DTensor)
+
+
+def local_numbers(x: Any) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """(local, start, index) of a DTensor ``x``: this rank's tensor, and the numbers, in the
+    whole tensor flattened, of its elements: ``start`` + their local numbers where the local
+    tensor is a run of consecutive elements of the whole (sharding along the first dimension
+    only, as FSDP2 does, or none), else ``index``, an int32 tensor of the numbers modulo 2^32
+    shaped as ``local``. A pending reduction (a partial placement) is made whole first."""
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    if any(p.is_partial() for p in x.placements):
+        x = x.redistribute(placements=[Replicate() if p.is_partial() else p for p in x.placements])
+    local = x.to_local()
+    shape, corner = compute_local_shape_and_global_offset(x.shape, x.device_mesh, x.placements)
+    strides = _contiguous_strides(tuple(x.shape))
+    start = sum(c * s for c, s in zip(corner, strides, strict=True))
+    if all(
+        c == 0 and n == whole
+        for c, n, whole in zip(corner[1:], shape[1:], x.shape[1:], strict=True)
+    ):
+        return local.contiguous(), int(start), None
+    index = torch.zeros((), dtype=torch.int64, device=local.device)
+    for dim, (c, n, s) in enumerate(zip(corner, shape, strides, strict=True)):
+        along = (torch.arange(n, dtype=torch.int64, device=local.device) + c) * s
+        index = index + along.view([n if d == dim else 1 for d in range(len(shape))])
+    return local, 0, index.to(torch.int32)
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def like_dtensor(local: torch.Tensor, like: Any) -> Any:
+    """``local`` (this rank's part) as a DTensor placed like ``like``, partial placements made
+    whole (see :func:`local_numbers`)."""
+    from torch.distributed.tensor import DTensor, Replicate
+
+    placements = [Replicate() if p.is_partial() else p for p in like.placements]
+    return DTensor.from_local(
+        local, like.device_mesh, placements, run_check=False, shape=like.shape, stride=like.stride()
+    )

@@ -1,0 +1,371 @@
+"""Every optimizer under PyTorch's own distributed engines, on two CPU ranks with gloo.
+
+* FSDP2 (``fully_shard``: DTensor parameters, sharded along their first dimension with uneven
+  shards, or along their second): the same parameters and state as one unsharded process, to
+  float64 rounding; with 16-bit state, the same rounded bits (stochastic rounding numbers each
+  element by its place in the whole tensor, whatever the sharding).
+* Distributed checkpoints (``torch.distributed.checkpoint`` with ``get_state_dict`` and
+  ``set_state_dict``): a run resumed from one equals the run that was not interrupted, bit
+  for bit.
+* DDP and ``ZeroRedundancyOptimizer`` (each rank steps its own share of the parameters): the
+  same parameters as one process on the whole batch.
+* 8-bit state, whose blocks span the whole tensor, is refused for sharded parameters with a
+  clear error, at construction and at a step, and a refused step changes nothing.
+
+Each test starts two processes (:func:`run_on_two_ranks`) that run every optimizer in turn;
+the unsharded references run in the test's own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+
+import adamkit
+from adamkit.core import compiled
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+WORLD = 2
+NAMES = adamkit.available()
+STEPS = 4
+# (name, hyperparameters) of the FSDP2 runs; "shard" says how FSDP2 shards the matrices.
+FSDP_CONFIGS: dict[str, dict[str, Any]] = {
+    "float64": {"shard": 0, "hyper": {}},
+    "float64, matrices sharded by columns": {"shard": 1, "hyper": {}},
+    "bfloat16 state": {"shard": 0, "hyper": {"state_dtype": "bfloat16"}},
+    "bfloat16 Kahan state, by columns": {
+        "shard": 1,
+        "hyper": {"state_dtype": "bfloat16", "state_rounding": "kahan"},
+    },
+    "scaled float16 state": {"shard": 0, "hyper": {"state_dtype": "float16"}},
+}
+RESULT_TIMEOUT = 600  # seconds to wait for the ranks' results
+
+
+# ---------------------------------------------------------------- the model and its data
+
+
+def model() -> torch.nn.Module:
+    """Two layers; the second's 5 rows split unevenly over two ranks (FSDP2 shards columns
+    evenly only)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 5)
+    ).double()
+
+
+def batch(step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's equal share of step ``step``'s batch of 16."""
+    gen = torch.Generator().manual_seed(100 + step)
+    x = torch.randn(16, 6, generator=gen, dtype=torch.float64)
+    y = torch.randn(16, 5, generator=gen, dtype=torch.float64)
+    return x.chunk(world)[rank], y.chunk(world)[rank]
+
+
+def train(
+    net: torch.nn.Module, opt: torch.optim.Optimizer, steps: range, rank: int = 0, world: int = 1
+) -> None:
+    for step in steps:
+        x, y = batch(step, rank, world)
+        loss = ((net(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def whole(t: Any) -> torch.Tensor:
+    """A (possibly sharded) tensor as a whole plain tensor."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def snapshot(net: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, list]:
+    """Parameters and every state tensor, whole, as nested lists (which pickle between
+    processes without shared memory); 16-bit state as its exact float64 values."""
+    out: dict[str, list] = {}
+    for i, (name, p) in enumerate(net.named_parameters()):
+        out[name] = whole(p.detach()).tolist()
+        for key, value in opt.state[p].items():
+            if torch.is_tensor(value):
+                out[f"{i}.{key}"] = whole(value).to(torch.float64).tolist()
+    return out
+
+
+def no_merging() -> contextlib.AbstractContextManager:
+    """Small tensors stepped one by one: merged ones draw their random bits per flat buffer,
+    which sharded tensors (never merged) do not."""
+    return _patched(compiled, "MERGE_NUMEL", 0)
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, old)
+
+
+# ---------------------------------------------------------------- two ranks
+
+
+def run_on_two_ranks(job: Callable[[int, int], Any]) -> Any:
+    """``job(rank, world)`` in two spawned processes joined in a gloo group; rank 0's result
+    (an exception on either rank is re-raised here with its traceback)."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        rendezvous = os.path.join(tmp, "rendezvous")
+        procs = [
+            ctx.Process(target=_rank_main, args=(job, rank, rendezvous, tmp, results))
+            for rank in range(WORLD)
+        ]
+        for proc in procs:
+            proc.start()
+        try:
+            outcomes = {}
+            for _ in range(WORLD):
+                rank, ok, value = results.get(timeout=RESULT_TIMEOUT)
+                outcomes[rank] = (ok, value)
+        except queue.Empty:
+            outcomes = {}
+        finally:
+            for proc in procs:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
+    if len(outcomes) < WORLD:
+        raise AssertionError(f"the ranks did not report within {RESULT_TIMEOUT} s")
+    for rank in range(WORLD):
+        ok, value = outcomes[rank]
+        if not ok:
+            raise AssertionError(f"rank {rank} failed:\n{value}")
+    return outcomes[0][1]
+
+
+def _rank_main(job: Callable[..., Any], rank: int, rendezvous: str, tmp: str, results: Any) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    try:
+        results.put((rank, True, job(rank, WORLD, tmp)))
+    except BaseException:  # reported to the parent, which fails the test
+        results.put((rank, False, traceback.format_exc()))
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- FSDP2
+
+
+def sharded_model(shard_dim: int) -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+
+    def placement(p: torch.nn.Parameter) -> Shard | None:
+        return Shard(shard_dim) if p.ndim == 2 and shard_dim else None
+
+    net = model()
+    for layer in net:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, shard_placement_fn=placement)
+    fully_shard(net, shard_placement_fn=placement)
+    return net
+
+
+def fsdp_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], dict[str, list]]:
+    out = {}
+    with no_merging():
+        for config, spec in FSDP_CONFIGS.items():
+            for name in NAMES:
+                net = sharded_model(spec["shard"])
+                opt = adamkit.create(name, net.parameters(), **spec["hyper"])
+                train(net, opt, range(STEPS), rank, world)
+                out[(config, name)] = snapshot(net, opt)
+    return out
+
+
+def unsharded(name: str, hyper: dict[str, Any]) -> dict[str, list]:
+    with no_merging():
+        net = model()
+        opt = adamkit.create(name, net.parameters(), backend="eager", **hyper)
+        train(net, opt, range(STEPS))
+        return snapshot(net, opt)
+
+
+def mismatch(got: dict[str, list], want: dict[str, list]) -> str | None:
+    """Why ``got`` differs from ``want`` beyond float64 rounding (16-bit state values must
+    match exactly, which that tolerance implies), or None."""
+    if got.keys() != want.keys():
+        return f"entries {sorted(got)} != {sorted(want)}"
+    for key in want:
+        a = torch.tensor(got[key], dtype=torch.float64)
+        b = torch.tensor(want[key], dtype=torch.float64)
+        if not torch.allclose(a, b, rtol=1e-12, atol=1e-14):
+            return f"{key}: largest difference {(a - b).abs().max().item():.3g}"
+    return None
+
+
+# One test per engine, each optimizer and configuration checked in it: the two ranks then run
+# once per engine, whichever pytest-xdist worker takes the test.
+
+
+def test_fsdp2_steps_equal_the_unsharded_steps() -> None:
+    runs = run_on_two_ranks(fsdp_job)
+    failures = []
+    for config, spec in FSDP_CONFIGS.items():
+        for name in NAMES:
+            why = mismatch(runs[(config, name)], unsharded(name, spec["hyper"]))
+            if why:
+                failures.append(f"{name} ({config}): {why}")
+    assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- distributed checkpoints
+
+CHECKPOINT_CONFIGS: dict[str, dict[str, Any]] = {
+    "float64": {},
+    "bfloat16 state": {"state_dtype": "bfloat16"},
+}
+
+
+def checkpoint_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], tuple[list, list]]:
+    """Per optimizer: 6 steps straight, and 3 steps, a checkpoint, a fresh model and
+    optimizer loaded from it, 3 more steps; both runs' parameters and state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    out = {}
+    for config, hyper in CHECKPOINT_CONFIGS.items():
+        for name in NAMES:
+
+            def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+                net = sharded_model(0)
+                return net, adamkit.create(name, net.parameters(), **hyper)  # noqa: B023
+
+            net, opt = fresh()
+            train(net, opt, range(6), rank, world)
+            straight = snapshot(net, opt)
+            net, opt = fresh()
+            train(net, opt, range(3), rank, world)
+            path = os.path.join(tmp, f"{config}-{name}")
+            model_sd, optim_sd = get_state_dict(net, opt)
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+            net, opt = fresh()
+            model_sd, optim_sd = get_state_dict(net, opt)
+            loaded = {"model": model_sd, "optim": optim_sd}
+            dcp.load(loaded, checkpoint_id=path)
+            set_state_dict(
+                net, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"]
+            )
+            train(net, opt, range(3, 6), rank, world)
+            out[(config, name)] = (straight, snapshot(net, opt))
+    return out
+
+
+def test_a_run_resumed_from_a_distributed_checkpoint_is_bit_identical() -> None:
+    runs = run_on_two_ranks(checkpoint_job)
+    failures = [
+        f"{name} ({config})"
+        for config in CHECKPOINT_CONFIGS
+        for name in NAMES
+        if runs[(config, name)][0] != runs[(config, name)][1]
+    ]
+    assert not failures, f"resumed runs differ: {failures}"
+
+
+# ---------------------------------------------------------------- DDP and ZeRO
+
+
+def replicated_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], dict[str, list]]:
+    """Per optimizer: 5 steps under DDP, and under ZeroRedundancyOptimizer (which builds one
+    adamkit optimizer per rank over that rank's share of the parameters) with DDP."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    out = {}
+    for name in NAMES:
+        net = model()
+        train(
+            DistributedDataParallel(net),
+            adamkit.create(name, net.parameters()),
+            range(5),
+            rank,
+            world,
+        )
+        out[("ddp", name)] = {k: v.tolist() for k, v in net.state_dict().items()}
+        net = model()
+        zero = ZeroRedundancyOptimizer(
+            net.parameters(), optimizer_class=adamkit.optimizer_class(name)
+        )
+        train(DistributedDataParallel(net), zero, range(5), rank, world)
+        zero.consolidate_state_dict(to=0)  # gathers every rank's adamkit state_dict
+        out[("zero", name)] = {k: v.tolist() for k, v in net.state_dict().items()}
+    return out
+
+
+def test_ddp_and_zero_steps_equal_one_process_on_the_whole_batch() -> None:
+    runs = run_on_two_ranks(replicated_job)
+    failures = []
+    for name in NAMES:
+        net = model()
+        train(net, adamkit.create(name, net.parameters()), range(5))
+        want = {k: v.tolist() for k, v in net.state_dict().items()}
+        for engine in ("ddp", "zero"):
+            why = mismatch(runs[(engine, name)], want)
+            if why:
+                failures.append(f"{name} ({engine}): {why}")
+    assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- 8-bit state refused
+
+
+def int8_job(rank: int, world: int, tmp: str) -> dict[str, Any]:
+    """The refusals of 8-bit state for sharded parameters, and what a refused step left."""
+    out: dict[str, Any] = {}
+    net = sharded_model(0)
+    try:
+        adamkit.AdamW(net.parameters(), state_dtype="int8")
+    except adamkit.HyperparameterError as err:
+        out["construction"] = str(err)
+    opt = adamkit.AdamW(net.parameters())
+    train(net, opt, range(2), rank, world)
+    before = snapshot(net, opt)
+    try:
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], "state_dtype": "int8"})
+        extra = sharded_model(0)
+        opt.add_param_group({"params": list(extra.parameters()), "state_dtype": "int8"})
+    except adamkit.HyperparameterError as err:
+        out["add_param_group"] = str(err)
+    out["groups"] = len(opt.param_groups)
+    opt.param_groups[0]["state_dtype"] = "int8"
+    x, y = batch(2, rank, world)
+    opt.zero_grad()
+    ((net(x) - y) ** 2).mean().backward()
+    try:
+        opt.step()
+    except adamkit.HyperparameterError as err:
+        out["step"] = str(err)
+    out["unchanged"] = snapshot(net, opt) == before
+    return out
+
+
+def test_8bit_state_is_refused_for_sharded_parameters_before_anything_changes() -> None:
+    out = run_on_two_ranks(int8_job)
+    for where in ("construction", "add_param_group", "step"):
+        message = out[where]
+        assert "state_dtype='int8'" in message and "DTensor" in message, (where, message)
+        assert "'bfloat16'" in message, (where, message)
+    assert "param group 0" in out["construction"] and "param group 2" in out["add_param_group"]
+    assert out["groups"] == 2  # the plain group was added, the sharded one refused
+    assert out["unchanged"]
