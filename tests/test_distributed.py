@@ -182,15 +182,29 @@ def sharded_model(shard_dim: int) -> torch.nn.Module:
     return net
 
 
-def fsdp_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], dict[str, list]]:
-    out = {}
-    with no_merging():
+def fsdp_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], Any]:
+    """Per configuration and optimizer: the parameters and state after ``STEPS`` steps, and
+    how many tensor steps ran on local shards (``execute.local_shards`` found them)."""
+    from adamkit.core import execute
+
+    found = execute.local_shards
+    local_steps = [0]
+
+    def counted(tensors: dict[str, Any]) -> Any:
+        shards = found(tensors)
+        local_steps[0] += shards is not None
+        return shards
+
+    out: dict[tuple[str, str], Any] = {}
+    with no_merging(), _patched(execute, "local_shards", counted):
         for config, spec in FSDP_CONFIGS.items():
             for name in NAMES:
+                local_steps[0] = 0
                 net = sharded_model(spec["shard"])
                 opt = adamkit.create(name, net.parameters(), **spec["hyper"])
                 train(net, opt, range(STEPS), rank, world)
                 out[(config, name)] = snapshot(net, opt)
+                out[(config, name, "local steps")] = local_steps[0]
     return out
 
 
@@ -228,6 +242,16 @@ def test_fsdp2_steps_equal_the_unsharded_steps() -> None:
             if why:
                 failures.append(f"{name} ({config}): {why}")
     assert not failures, "\n".join(failures)
+    # Rules element-wise on a tensor step its row shards locally (2 matrices and 2 biases, 4
+    # steps each); a column shard is not a run of the whole tensor's elements, so with
+    # matrices sharded by columns only the biases do. Coupled rules step the DTensors.
+    for name in NAMES:
+        cls = adamkit.optimizer_class(name)
+        matrices = 8 if cls.elementwise else 0
+        vectors = 8 if cls.elementwise or cls.vectors_elementwise else 0
+        assert runs[("float64", name, "local steps")] == matrices + vectors, name
+        by_columns = runs[("float64, matrices sharded by columns", name, "local steps")]
+        assert by_columns == vectors, name
 
 
 # ---------------------------------------------------------------- distributed checkpoints

@@ -20,6 +20,7 @@ from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import stream_key
+from adamkit.core.sharding import is_dtensor, local_shards
 
 PARAM_STREAM = 1 << 16  # the buffer position of the parameter's own random stream
 Rule = Callable[..., torch.Tensor]
@@ -78,12 +79,27 @@ def update_plan(
     consecutive pieces of the tensors (:func:`adamkit.core.pieces.in_numbered_pieces`), so
     that each operation's temporaries (decoded 16-bit state among them) stay in cache instead
     of being fresh tensor-sized allocations; each piece's rounding draws the random bits of
-    its own elements, so the result is the whole tensor's, bit for bit."""
+    its own elements, so the result is the whole tensor's, bit for bit. Sharded alike (every
+    tensor a DTensor placed as the parameter, each rank's shard a run of the whole tensor's
+    elements, as FSDP2 makes them), such a rule runs on each rank's local tensors, without
+    DTensor's dispatch per operation, numbered from the shard's first element
+    (:func:`adamkit.core.sharding.local_shards`)."""
     codecs = plan.codecs
     common = (codecs, plan.pcodec, k, plan.index, plan.exact)
     numel = plan.slot["param"].numel()
     stored = {n: t for n, t in plan.stored.items() if t.numel() == numel}
     splittable = elementwise and plan.stored_elementwise and all(n in stored for n in codecs)
+    whole = {
+        "grad": grad,
+        **{f"slot {n}": v for n, v in plan.slot.items()},
+        **{f"state {n}": v for n, v in stored.items()},
+    }
+    first = 0
+    if splittable and is_dtensor(grad):
+        shards = local_shards(whole)
+        splittable = shards is not None
+        if shards is not None:
+            whole, first = shards
     if not splittable:
         update_one(rule, plan.slot, grad, plan.state, *common)
         return
@@ -91,13 +107,8 @@ def update_plan(
     def step_piece(t: Mapping[str, torch.Tensor], start: int) -> None:
         slot = {n: t[f"slot {n}"] for n in plan.slot}
         state = {n: t[f"state {n}"] for n in stored}
-        update_one(rule, slot, t["grad"], state, *common, offset=start)
+        update_one(rule, slot, t["grad"], state, *common, offset=first + start)
 
-    whole = {
-        "grad": grad,
-        **{f"slot {n}": v for n, v in plan.slot.items()},
-        **{f"state {n}": v for n, v in stored.items()},
-    }
     in_numbered_pieces(step_piece, whole)
 
 

@@ -69,3 +69,25 @@ def like_dtensor(local: torch.Tensor, like: Any) -> Any:
     return DTensor.from_local(
         local, like.device_mesh, placements, run_check=False, shape=like.shape, stride=like.stride()
     )
+
+
+def local_shards(tensors: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int] | None:
+    """(local, start): the local tensors of DTensors ``tensors`` and the number, in the whole
+    tensor, of their first element, where an element-wise computation may run on them alone:
+    all are DTensors of one shape, mesh and placements, with nothing pending a reduction,
+    and each rank's part is a run of consecutive elements of the whole. Otherwise None.
+    ``to_local`` gives views, so writes into the local tensors are writes into the DTensors."""
+    values = list(tensors.values())
+    first = values[0]
+    if not all(
+        is_dtensor(t)
+        and t.shape == first.shape
+        and t.device_mesh == first.device_mesh
+        and t.placements == first.placements
+        for t in values
+    ) or any(p.is_partial() for p in first.placements):
+        return None
+    _, start, index = local_numbers(first)
+    if index is not None:
+        return None
+    return {name: t.to_local() for name, t in tensors.items()}, start
