@@ -242,13 +242,15 @@ def test_fsdp2_steps_equal_the_unsharded_steps() -> None:
             if why:
                 failures.append(f"{name} ({config}): {why}")
     assert not failures, "\n".join(failures)
-    # Rules element-wise on a tensor step its row shards locally (2 matrices and 2 biases, 4
-    # steps each); a column shard is not a run of the whole tensor's elements, so with
-    # matrices sharded by columns only the biases do. Coupled rules step the DTensors.
+    # Rules element-wise on a tensor, or coupled only through per-tensor reductions (summed
+    # across the ranks), step its row shards locally (2 matrices and 2 biases, 4 steps each);
+    # a column shard is not a run of the whole tensor's elements, so with matrices sharded by
+    # columns only the biases do. Other rules step the DTensors.
     for name in NAMES:
         cls = adamkit.optimizer_class(name)
-        matrices = 8 if cls.elementwise else 0
-        vectors = 8 if cls.elementwise or cls.vectors_elementwise else 0
+        per_tensor = cls.segmentable and not cls.shaped
+        matrices = 8 if cls.elementwise or per_tensor else 0
+        vectors = 8 if cls.elementwise or cls.vectors_elementwise or per_tensor else 0
         assert runs[("float64", name, "local steps")] == matrices + vectors, name
         by_columns = runs[("float64, matrices sharded by columns", name, "local steps")]
         assert by_columns == vectors, name

@@ -182,3 +182,20 @@ def test_pieces_fall_back_to_one_call(case: str, monkeypatch: pytest.MonkeyPatch
     pieces.in_pieces(fn, {"a": a, "b": b})
     assert seen == [12]
     assert torch.equal(a, torch.ones(3, 4))
+
+
+def test_a_rank_part_counts_as_huge_by_its_whole_tensor() -> None:
+    # Every rank must take the same branch of a rule (LAMB's huge path computes its norms in
+    # another order), whatever the size of its own part of a sharded tensor.
+    part = {"x": torch.zeros(10), "y": torch.zeros(10)}
+    assert not pieces.huge(part)
+    reduce.SHARDS.append(reduce.Shards(group=None, numel=pieces.LARGE_NUMEL + 1))
+    try:
+        assert pieces.huge(part)
+    finally:
+        reduce.SHARDS.pop()
+    reduce.SHARDS.append(reduce.Shards(group=None, numel=pieces.LARGE_NUMEL))
+    try:
+        assert not pieces.huge({"x": torch.zeros(pieces.LARGE_NUMEL + 1)})
+    finally:
+        reduce.SHARDS.pop()

@@ -20,7 +20,7 @@ from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import stream_key
-from adamkit.core.sharding import is_dtensor, local_shards
+from adamkit.core.sharding import is_dtensor, local_shards, row_shard_group
 
 PARAM_STREAM = 1 << 16  # the buffer position of the parameter's own random stream
 Rule = Callable[..., torch.Tensor]
@@ -72,7 +72,12 @@ def update_one(
 
 
 def update_plan(
-    rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any], elementwise: bool
+    rule: Rule,
+    plan: Plan,
+    grad: torch.Tensor,
+    k: Mapping[str, Any],
+    elementwise: bool,
+    per_tensor: bool = False,
 ) -> None:
     """The eager step of one planned tensor: :func:`update_one`. An element-wise rule whose
     storage is element-wise too (codecs that round each element on its own) runs it on
@@ -83,7 +88,9 @@ def update_plan(
     tensor a DTensor placed as the parameter, each rank's shard a run of the whole tensor's
     elements, as FSDP2 makes them), such a rule runs on each rank's local tensors, without
     DTensor's dispatch per operation, numbered from the shard's first element
-    (:func:`adamkit.core.sharding.local_shards`)."""
+    (:func:`adamkit.core.sharding.local_shards`). So does a rule that couples elements only
+    through per-tensor reductions of :mod:`adamkit.core.reduce` (``per_tensor``), its
+    reductions summed across the ranks (:func:`step_row_shards`)."""
     codecs = plan.codecs
     common = (codecs, plan.pcodec, k, plan.index, plan.exact)
     numel = plan.slot["param"].numel()
@@ -101,7 +108,8 @@ def update_plan(
         if shards is not None:
             whole, first = shards
     if not splittable:
-        update_one(rule, plan.slot, grad, plan.state, *common)
+        if not (per_tensor and is_dtensor(grad) and step_row_shards(rule, plan, grad, k)):
+            update_one(rule, plan.slot, grad, plan.state, *common)
         return
 
     def step_piece(t: Mapping[str, torch.Tensor], start: int) -> None:
@@ -110,6 +118,37 @@ def update_plan(
         update_one(rule, slot, t["grad"], state, *common, offset=first + start)
 
     in_numbered_pieces(step_piece, whole)
+
+
+def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any]) -> bool:
+    """Step a sharded tensor on this rank's row shard, for a rule whose only coupling between
+    elements is its per-tensor reductions (:mod:`adamkit.core.reduce` then sums them across
+    the ranks, one collective each, in the same order on every rank); False, stepping
+    nothing, where the tensors are not all row-sharded alike over a one-dimensional mesh or
+    are stored other than element by element."""
+    group = row_shard_group(grad)
+    if group is None or not plan.stored_elementwise:
+        return False
+    sharded = {n: v for n, v in plan.stored.items() if is_dtensor(v)}
+    shards = local_shards(
+        {
+            "grad": grad,
+            **{f"slot {n}": v for n, v in plan.slot.items()},
+            **{f"state {n}": v for n, v in sharded.items()},
+        }
+    )
+    if shards is None:
+        return False
+    local, first = shards
+    slot = {n: local[f"slot {n}"] for n in plan.slot}
+    state = {**plan.state, **{n: local[f"state {n}"] for n in sharded}}
+    common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
+    reduce.SHARDS.append(reduce.Shards(group, plan.slot["param"].numel()))
+    try:
+        update_one(rule, slot, local["grad"], state, *common, offset=first)
+    finally:
+        reduce.SHARDS.pop()
+    return True
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,8 @@ def huge(tensors: Mapping[str, torch.Tensor]) -> bool:
     """Whether ``tensors`` split into pieces (:func:`in_pieces`) and are above ``LARGE_NUMEL``
     elements: an eager rule then recomputes, piece by piece, what it would otherwise keep."""
     values = list(tensors.values())
+    if reduce.SHARDS:  # one rank's part: decide by the whole, so every rank takes one branch
+        return not torch.compiler.is_compiling() and reduce.SHARDS[-1].numel > LARGE_NUMEL
     return _splittable(values) and values[0].numel() > LARGE_NUMEL
 
 
@@ -69,7 +71,7 @@ def norm_in_pieces(
         return reduce.norm(fn(tensors))
     squares: list[torch.Tensor] = []
     in_pieces(lambda t: squares.append(torch.linalg.vector_norm(fn(t)).square()), tensors)
-    return torch.stack(squares).sum().sqrt()
+    return reduce.norm_from_square_sum(torch.stack(squares).sum())
 
 
 def _splittable(tensors: list[torch.Tensor]) -> bool:

@@ -14,7 +14,7 @@ against one tensor).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -40,6 +40,31 @@ class Segments(NamedTuple):
 PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 ACTIVE: list[Segments] = []  # the segments of the rule call in progress (set by update_one)
+
+
+class Shards(NamedTuple):
+    """The rule call in progress runs on this rank's part of tensors sharded over ``group``
+    (each rank a run of the whole tensor's elements), whose whole size is ``numel``: a
+    per-tensor statistic sums the local parts, then across the group (one collective)."""
+
+    group: Any
+    numel: int
+
+
+SHARDS: list[Shards] = []  # set by adamkit.core.execute for local steps of sharded tensors
+
+
+def _across_shards(local_sum: torch.Tensor) -> torch.Tensor:
+    """The sum over the whole tensor from this rank's ``local_sum`` (in place)."""
+    import torch.distributed as dist
+
+    dist.all_reduce(local_sum, group=SHARDS[-1].group)
+    return local_sum
+
+
+def _sharded_square_sum(x: torch.Tensor) -> torch.Tensor:
+    return _across_shards(torch.linalg.vector_norm(x).square())
+
 
 # Traced, sums and means over a whole tensor, a channel or a same-size segment accumulate in
 # float64 (:func:`_traced_sum`, :func:`_traced_mean`); callers narrow to the input's dtype.
@@ -126,7 +151,14 @@ def norm(x: torch.Tensor) -> torch.Tensor:
         return _per_element(_segment_sums(x * x).sqrt())
     if torch.compiler.is_compiling():
         return _traced_sum(x * x).sqrt().to(x.dtype)
+    if SHARDS:
+        return _sharded_square_sum(x).sqrt()
     return torch.linalg.vector_norm(x)
+
+
+def norm_from_square_sum(square_sum: torch.Tensor) -> torch.Tensor:
+    """‖x‖₂ from Σx² over this tensor, or over this rank's part of a sharded one."""
+    return (_across_shards(square_sum) if SHARDS else square_sum).sqrt()
 
 
 # Traced, the statistics below are written as means: inductor evaluates the scalar arithmetic
@@ -142,6 +174,8 @@ def rms(x: torch.Tensor) -> torch.Tensor:
         return _per_element((_segment_sums(x * x) / ACTIVE[-1].sizes).sqrt())
     if torch.compiler.is_compiling():
         return _traced_mean(x * x).sqrt().to(x.dtype)
+    if SHARDS:
+        return (_sharded_square_sum(x) / max(1, SHARDS[-1].numel)).sqrt()
     return torch.linalg.vector_norm(x) / math.sqrt(max(1, x.numel()))
 
 
@@ -151,6 +185,8 @@ def mean_square(x: torch.Tensor) -> torch.Tensor:
         return _per_element(_segment_sums(x * x) / ACTIVE[-1].sizes)
     if torch.compiler.is_compiling():
         return _traced_mean(x * x).to(x.dtype)
+    if SHARDS:
+        return _sharded_square_sum(x) / max(1, SHARDS[-1].numel)
     return torch.linalg.vector_norm(x).square() / max(1, x.numel())
 
 
@@ -169,13 +205,16 @@ def mean_abs(x: torch.Tensor) -> torch.Tensor:
         return _per_element(_segment_sums(x.abs()) / ACTIVE[-1].sizes)
     if torch.compiler.is_compiling():
         return _traced_mean(x.abs()).to(x.dtype)
-    n = max(1, x.numel())
     if type(x) not in PLAIN_TYPES or x.device.type != "cpu":
-        return torch.linalg.vector_norm(x, 1) / n
-    flat = x.reshape(-1)
-    if flat.numel() <= ABS_SUM_CHUNK:
-        return flat.abs().sum() / n
-    return torch.stack([chunk.abs().sum() for chunk in flat.split(ABS_SUM_CHUNK)]).sum() / n
+        total = torch.linalg.vector_norm(x, 1)
+    elif x.numel() <= ABS_SUM_CHUNK:
+        total = x.abs().sum()
+    else:
+        flat = x.reshape(-1)
+        total = torch.stack([chunk.abs().sum() for chunk in flat.split(ABS_SUM_CHUNK)]).sum()
+    if SHARDS:
+        return _across_shards(total) / max(1, SHARDS[-1].numel)
+    return total / max(1, x.numel())
 
 
 def channel_dims(x: torch.Tensor) -> tuple[int, ...]:

@@ -91,3 +91,13 @@ def local_shards(tensors: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int]
     if index is not None:
         return None
     return {name: t.to_local() for name, t in tensors.items()}, start
+
+
+def row_shard_group(x: Any) -> Any:
+    """The process group over which DTensor ``x`` is sharded by rows (placements
+    ``(Shard(0),)`` on a one-dimensional mesh, as FSDP2 shards), else None."""
+    from torch.distributed.tensor import Shard
+
+    if x.device_mesh.ndim != 1 or tuple(x.placements) != (Shard(0),):
+        return None
+    return x.device_mesh.get_group()

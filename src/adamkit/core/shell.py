@@ -350,7 +350,14 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def _update_eagerly(self, plans: list[Plan], k: Scalars) -> None:
         for plan in plans:
             elementwise = elementwise_on(self, plan.slot["param"].ndim)
-            update_plan(self.rule, plan, real_view(plan.p.grad), k, elementwise)
+            update_plan(
+                self.rule,
+                plan,
+                real_view(plan.p.grad),
+                k,
+                elementwise,
+                per_tensor=self.segmentable and not self.shaped,
+            )
 
     def _run_arranged(
         self,
