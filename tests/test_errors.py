@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -175,6 +176,99 @@ def test_load_state_dict_refuses_a_mismatched_checkpoint_and_keeps_its_state() -
         adamkit.Adam([{"params": [ps[0]]}, {"params": [ps[1]]}]).load_state_dict(sd)
     for key, value in before.items():
         assert torch.equal(opt.state[ps[0]][key], value)
+
+
+def _stepped(**hyper: object) -> tuple[list[torch.Tensor], adamkit.AdamkitOptimizer]:
+    ps = make_params(torch.float32, [(4, 3), (5,)])
+    opt = adamkit.AdamW(ps, **hyper)
+    for i in range(2):
+        for p in ps:
+            p.grad = torch.full_like(p, 0.1 * (i + 1))
+        opt.step()
+    return ps, opt
+
+
+def _set(entry: dict, key: str, value: object) -> None:
+    entry[key] = value
+
+
+# (name, hyperparameters, how the checkpoint's state of parameter 0 is spoilt, the error)
+HOSTILE_CHECKPOINTS = [
+    ("NaN moment", {}, lambda e: e["exp_avg"].__setitem__((0, 0), math.nan), "infinite or NaN"),
+    ("infinite moment", {}, lambda e: e["exp_avg_sq"].fill_(math.inf), "infinite or NaN"),
+    (
+        "negative second moment",
+        {},
+        lambda e: e["exp_avg_sq"].__setitem__((1, 2), -1.0),
+        "'exp_avg_sq' of parameter 0 has negative values",
+    ),
+    ("step not a number", {}, lambda e: _set(e, "step", "x"), "step='x', not an integer >= 0"),
+    ("step infinite", {}, lambda e: _set(e, "step", math.inf), "step=inf, not an integer"),
+    (
+        "missing buffer",
+        {},
+        lambda e: e.pop("exp_avg"),
+        r"has no 'exp_avg' \(it has \['exp_avg_sq', 'step'\]\)",
+    ),
+    (
+        "integer buffer",
+        {},
+        lambda e: _set(e, "exp_avg", torch.zeros(4, 3, dtype=torch.int64)),
+        "has dtype torch.int64; a buffer is stored in a floating dtype",
+    ),
+    (
+        "8-bit codes without their block maxima",
+        {"state_dtype": "int8"},
+        lambda e: e.pop("exp_avg_absmax"),
+        "holds 8-bit codes, which need 'exp_avg_absmax': 1 floating values",
+    ),
+    (
+        "negative float16 scale",
+        {"state_dtype": "float16"},
+        lambda e: e["exp_avg_scale"].neg_(),
+        r"\('exp_avg_scale'\) has negative values",
+    ),
+    (
+        "Kahan compensation of another shape",
+        {"state_dtype": "bfloat16", "state_rounding": "kahan"},
+        lambda e: _set(e, "exp_avg_kahan", torch.zeros(12, dtype=torch.bfloat16)),
+        "its compensation 'exp_avg_kahan' must match its shape and dtype",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("hyper", "spoil", "error"),
+    [case[1:] for case in HOSTILE_CHECKPOINTS],
+    ids=[case[0] for case in HOSTILE_CHECKPOINTS],
+)
+def test_a_hostile_checkpoint_is_refused_and_changes_nothing(
+    hyper: dict, spoil: object, error: str
+) -> None:
+    _, opt = _stepped(**hyper)
+    saved = copy.deepcopy(opt.state_dict())
+    bad = copy.deepcopy(saved)
+    spoil(bad["state"][0])  # type: ignore[operator]
+    with pytest.raises(ValueError, match=f"AdamW.load_state_dict: .*{error}"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    for index, entry in saved["state"].items():
+        for key, value in entry.items():
+            mine = after["state"][index][key]
+            assert torch.equal(mine, value) if torch.is_tensor(value) else mine == value
+
+
+def test_a_statistic_not_yet_set_may_be_nan_in_a_checkpoint() -> None:
+    # AdamW-mini-SF's gradient-norm EMA is NaN until a finite gradient norm sets it; a first
+    # step skipped for a non-finite gradient leaves it NaN, and that checkpoint loads.
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = adamkit.AdamWMiniSF([p])
+    p.grad = torch.full((3,), math.inf)
+    opt.step()
+    assert math.isnan(opt.state[p]["grad_norm_ema"].item())
+    fresh = adamkit.AdamWMiniSF([torch.nn.Parameter(torch.ones(3))])
+    fresh.load_state_dict(opt.state_dict())
+    assert math.isnan(fresh.state[fresh.param_groups[0]["params"][0]]["grad_norm_ema"].item())
 
 
 @settings(max_examples=60, deadline=None)

@@ -54,7 +54,9 @@ class Buffer:
             a floating ``state_dtype`` but are never 8-bit; ``"exact"`` buffers are small
             statistics kept in the compute dtype whatever the policy.
         nonnegative: the buffer never holds negative values (second moments), so 8-bit storage
-            can spend every code on magnitudes.
+            can spend every code on magnitudes (and a checkpoint holding one is refused).
+        nan_unset: NaN marks a value not set yet (a statistic before its first observation);
+            otherwise a checkpoint holding a NaN or an infinity in the buffer is refused.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Buffer:
     when: Callable[[ParamInfo], bool] | None = None
     precision: Precision = "state"
     nonnegative: bool = False
+    nan_unset: bool = False
 
     def wanted(self, info: ParamInfo) -> bool:
         return self.when is None or bool(self.when(info))

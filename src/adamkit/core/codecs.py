@@ -21,8 +21,9 @@ a checkpoint loads the way it was written whatever the current hyperparameters s
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-from typing import Literal
+import math
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -225,3 +226,65 @@ class Blockwise8:
         index, absmax = self._encode(value, key)
         st[name].copy_(index)  # type: ignore[union-attr]
         st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]
+
+
+def check_stored_values(what: str, buf: Any, entry: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` (``what`` names the buffer) unless ``entry[buf.name]`` and its
+    auxiliary tensors form a stored buffer that a codec can load: a floating tensor (with a
+    ``_kahan`` pair of its shape and dtype, or a positive one-element ``_scale``) or uint8
+    codes with one ``_absmax`` per block of 256; every value finite (NaN allowed where
+    ``buf.nan_unset``) and none negative where ``buf.nonnegative``. For checkpoints, before
+    anything is loaded."""
+    name = buf.name
+    main = entry[name]
+    if main.dtype == torch.uint8:
+        absmax = entry.get(f"{name}_absmax")
+        blocks = math.ceil(main.numel() / BLOCK)
+        if (
+            not isinstance(absmax, torch.Tensor)
+            or not absmax.is_floating_point()
+            or absmax.numel() != blocks
+        ):
+            raise ValueError(
+                f"{what} holds 8-bit codes, which need '{name}_absmax': {blocks} floating "
+                "values, one per block of 256"
+            )
+        _check_finite(f"{what} ('{name}_absmax')", absmax, nonnegative=True, nan=False)
+        return
+    if not main.is_floating_point():
+        raise ValueError(
+            f"{what} has dtype {main.dtype}; a buffer is stored in a floating dtype, or as uint8 "
+            f"8-bit codes with '{name}_absmax'"
+        )
+    lo, scale = entry.get(f"{name}_kahan"), entry.get(f"{name}_scale")
+    if lo is not None and (
+        not isinstance(lo, torch.Tensor) or lo.shape != main.shape or lo.dtype != main.dtype
+    ):
+        raise ValueError(f"{what}: its compensation '{name}_kahan' must match its shape and dtype")
+    if scale is not None:
+        if (
+            not isinstance(scale, torch.Tensor)
+            or not scale.is_floating_point()
+            or scale.numel() != 1
+        ):
+            raise ValueError(f"{what}: its scale '{name}_scale' must be one floating value")
+        _check_finite(f"{what} ('{name}_scale')", scale, nonnegative=True, nan=False)
+        if not bool(scale.reshape(()) > 0):
+            raise ValueError(f"{what}: its scale '{name}_scale' must be positive")
+    _check_finite(what, main, nonnegative=False, nan=buf.nan_unset)
+    if lo is not None:
+        _check_finite(f"{what} ('{name}_kahan')", lo, nonnegative=False, nan=False)
+    if buf.nonnegative:
+        value = main if lo is None else main.to(torch.float32) + lo.to(torch.float32)
+        if bool((value < 0).any()):
+            raise ValueError(f"{what} has negative values; it holds squares (never negative)")
+
+
+def _check_finite(what: str, values: torch.Tensor, nonnegative: bool, nan: bool) -> None:
+    usable = torch.isfinite(values)
+    if nan:
+        usable |= torch.isnan(values)
+    if not bool(usable.all()):
+        raise ValueError(f"{what} has infinite or NaN values")
+    if nonnegative and bool((values < 0).any()):
+        raise ValueError(f"{what} has negative values")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import operator
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -43,7 +44,7 @@ import torch
 
 from adamkit.core import hparams as hp
 from adamkit.core.buffers import Buffer, ParamInfo
-from adamkit.core.codecs import Plain
+from adamkit.core.codecs import Plain, check_stored_values
 from adamkit.core.compiled import (
     CompiledPath,
     compiler_available,
@@ -645,7 +646,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         step = entry.get("step", 0)
         if isinstance(step, torch.Tensor):
             step = step.item() if step.numel() == 1 else -1
-        if isinstance(step, bool) or not float(step).is_integer() or step < 0:
+        if not _whole_number(step):
             raise ValueError(
                 f"{owner}: state of parameter {key} has step={step!r}, not an integer >= 0"
             )
@@ -653,6 +654,11 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         for buf in self.buffers:
             value = entry.get(buf.name)
             if value is None:
+                if entry and buf.wanted(info):
+                    raise ValueError(
+                        f"{owner}: state of parameter {key} has no '{buf.name}' (it has "
+                        f"{sorted(map(str, entry))}); this optimizer keeps {self._wanted(info)}"
+                    )
                 continue
             if not isinstance(value, torch.Tensor):
                 raise ValueError(f"{owner}: state '{buf.name}' of parameter {key} is not a tensor")
@@ -662,9 +668,20 @@ class AdamkitOptimizer(torch.optim.Optimizer):
                     f"{owner}: state '{buf.name}' of parameter {key} has shape "
                     f"{tuple(value.shape)}, expected {tuple(shape)}"
                 )
+            check_stored_values(f"{owner}: state '{buf.name}' of parameter {key}", buf, entry)
+
+    def _wanted(self, info: ParamInfo) -> list[str]:
+        return [buf.name for buf in self.buffers if buf.wanted(info)]
 
 
 CALLABLE_MARK = "<callable>"
+
+
+def _whole_number(step: Any) -> bool:
+    """Whether ``step`` is an integer >= 0 (or a float holding one), not a bool."""
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        return False
+    return math.isfinite(step) and float(step).is_integer() and step >= 0
 
 
 def _same(a: Any, b: Any) -> bool:

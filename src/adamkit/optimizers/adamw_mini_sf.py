@@ -91,7 +91,7 @@ class AdamWMiniSF(AdamkitOptimizer):
     buffers = (
         Buffer("exp_avg"),
         Buffer("exp_avg_sq", nonnegative=True),
-        Buffer("grad_norm_ema", init=nan_scalar, precision="exact"),
+        Buffer("grad_norm_ema", init=nan_scalar, precision="exact", nan_unset=True),
     )
 
     @classmethod
