@@ -55,12 +55,17 @@ RESULT_TIMEOUT = 600  # seconds to wait for the ranks' results
 
 
 def model() -> torch.nn.Module:
-    """Two layers; the second's 5 rows split unevenly over two ranks (FSDP2 shards columns
-    evenly only)."""
+    """Three layers: the second's one row (and bias) leaves the second rank nothing, the
+    third's 5 rows split unevenly."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 5)
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1), torch.nn.Linear(1, 5)
     ).double()
+
+
+def by_columns(p: torch.Tensor, shard_dim: int) -> bool:
+    """Whether FSDP2 shards ``p`` by columns (it splits columns evenly only)."""
+    return shard_dim == 1 and p.ndim == 2 and p.shape[1] % WORLD == 0
 
 
 def batch(step: int, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +177,7 @@ def sharded_model(shard_dim: int) -> torch.nn.Module:
     from torch.distributed.tensor import Shard
 
     def placement(p: torch.nn.Parameter) -> Shard | None:
-        return Shard(shard_dim) if p.ndim == 2 and shard_dim else None
+        return Shard(1) if by_columns(p, shard_dim) else None
 
     net = model()
     for layer in net:
@@ -243,17 +248,20 @@ def test_fsdp2_steps_equal_the_unsharded_steps() -> None:
                 failures.append(f"{name} ({config}): {why}")
     assert not failures, "\n".join(failures)
     # Rules element-wise on a tensor, or coupled only through per-tensor reductions (summed
-    # across the ranks), step its row shards locally (2 matrices and 2 biases, 4 steps each);
-    # a column shard is not a run of the whole tensor's elements, so with matrices sharded by
-    # columns only the biases do. Other rules step the DTensors.
-    for name in NAMES:
-        cls = adamkit.optimizer_class(name)
-        per_tensor = cls.segmentable and not cls.shaped
-        matrices = 8 if cls.elementwise or per_tensor else 0
-        vectors = 8 if cls.elementwise or cls.vectors_elementwise or per_tensor else 0
-        assert runs[("float64", name, "local steps")] == matrices + vectors, name
-        by_columns = runs[("float64, matrices sharded by columns", name, "local steps")]
-        assert by_columns == vectors, name
+    # across the ranks), step its row shards locally (4 steps each); a column shard is not a
+    # run of the whole tensor's elements. Other rules step the DTensors.
+    for config, spec in FSDP_CONFIGS.items():
+        if spec["hyper"]:
+            continue
+        for name in NAMES:
+            cls = adamkit.optimizer_class(name)
+            per_tensor = cls.segmentable and not cls.shaped
+            local = [
+                cls.elementwise or per_tensor or (p.ndim == 1 and cls.vectors_elementwise)
+                for p in model().parameters()
+                if not by_columns(p, spec["shard"])
+            ]
+            assert runs[(config, name, "local steps")] == STEPS * sum(local), (config, name)
 
 
 # ---------------------------------------------------------------- distributed checkpoints

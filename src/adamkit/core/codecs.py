@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.rounding import random_bits, stochastic_round
+from adamkit.core.sharding import global_max, is_dtensor
 
 Rounding = Literal["stochastic", "nearest"]
 Stored = MutableMapping[str, object]
@@ -42,6 +43,14 @@ def _round_to(
     if rounding == "stochastic":
         return stochastic_round(x, dtype, key, offset)
     return x.to(dtype)
+
+
+def absolute_max(value: torch.Tensor) -> torch.Tensor:
+    """max |value| over the whole tensor as a 0-d tensor (0 for an empty one); a DTensor's is
+    global even where a rank holds none of it (:func:`adamkit.core.sharding.global_max`)."""
+    if is_dtensor(value):
+        return global_max(value)
+    return value.abs().amax() if value.numel() else value.new_zeros(())
 
 
 def _unsharded_like(value: torch.Tensor, dst: object) -> torch.Tensor:
@@ -136,7 +145,7 @@ class ScaledHalf:
         self.random = rounding == "stochastic"
 
     def _scale(self, value: torch.Tensor) -> torch.Tensor:
-        amax = value.detach().abs().amax().to(torch.float32)
+        amax = absolute_max(value.detach()).to(torch.float32)
         exponent = torch.ceil(torch.log2(amax)) - self.TARGET_EXPONENT
         return torch.where(amax > 0, torch.exp2(exponent), 1.0)
 

@@ -101,3 +101,17 @@ def row_shard_group(x: Any) -> Any:
     if x.device_mesh.ndim != 1 or tuple(x.placements) != (Shard(0),):
         return None
     return x.device_mesh.get_group()
+
+
+def global_max(x: Any) -> Any:
+    """max |x| over the whole DTensor ``x`` as a replicated 0-d DTensor: this rank's part's (0
+    where it holds nothing, which torch's amax refuses), then the largest across the mesh."""
+    from torch.distributed.tensor import DTensor, Partial, Replicate
+
+    if any(p.is_partial() for p in x.placements):
+        x = x.redistribute(placements=[Replicate() if p.is_partial() else p for p in x.placements])
+    local = x.to_local()
+    part = local.abs().amax() if local.numel() else local.new_zeros(())
+    pending = [Partial("max") if p.is_shard() else Replicate() for p in x.placements]
+    spread = DTensor.from_local(part, x.device_mesh, pending, run_check=False)
+    return spread.redistribute(x.device_mesh, [Replicate()] * x.device_mesh.ndim)

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from adamkit.core.sharding import is_dtensor
+
 Scalars = dict[str, Any]
 
 
@@ -42,6 +44,12 @@ def descend_ratio(
     mode one fused pass (``addcdiv_``), as torch.optim's Adam, and no temporary."""
     decay_(p, k)
     step = k["lr"] * scale
+    if is_dtensor(p):
+        # With a broadcast denominator (Adam-mini's blocks) of a DTensor sharded so that some
+        # rank holds nothing of it, DTensor finds no in-place placement; out of place, it
+        # redistributes.
+        new = torch.addcdiv(p, num, den, value=-step)
+        return p.copy_(new.redistribute(p.device_mesh, p.placements))  # type: ignore[attr-defined]
     if isinstance(step, (int, float)):
         return p.addcdiv_(num, den, value=-step)
     return p.sub_(step * num / den)
