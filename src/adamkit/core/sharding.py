@@ -1,10 +1,18 @@
 """Sharded tensors (``torch.distributed.tensor.DTensor``, as FSDP2 and tensor parallelism
-make them): what the rules' element-wise helpers need to know about them.
+make them): what the executor and the codecs need to know about them.
 
-Rules run on DTensors through DTensor's own operators, which make reductions global. Only what
-depends on an element's place in the whole tensor needs help: the random bits of stochastic
-rounding are numbered by that place (:func:`local_numbers`), so that a sharded step rounds as
-the unsharded one does, bit for bit, whatever the sharding, and replicas round alike.
+Rules may run on DTensors through DTensor's own operators, which make reductions global. Four
+things need help:
+
+* the random bits of stochastic rounding are numbered by each element's place in the whole
+  tensor (:func:`local_numbers`), so that a sharded step rounds as the unsharded one does,
+  bit for bit, whatever the sharding, and replicas round alike;
+* a step that may run on each rank's part alone takes the local tensors (:func:`local_shards`),
+  without DTensor's dispatch per operation;
+* per-tensor reductions of such a step are summed over the group of :func:`row_shard_group`
+  (by :mod:`adamkit.core.reduce`);
+* the largest magnitude of a tensor (the float16 codec's scale) is taken from each rank's part,
+  including parts that hold nothing (:func:`global_max`).
 """
 
 from __future__ import annotations
