@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.rounding import random_bits, stochastic_round
-from adamkit.core.sharding import global_max, is_dtensor
+from adamkit.core.sharding import absolute_max, is_dtensor
 
 Rounding = Literal["stochastic", "nearest"]
 Stored = MutableMapping[str, object]
@@ -45,20 +45,12 @@ def _round_to(
     return x.to(dtype)
 
 
-def absolute_max(value: torch.Tensor) -> torch.Tensor:
-    """max |value| over the whole tensor as a 0-d tensor (0 for an empty one); a DTensor's is
-    global even where a rank holds none of it (:func:`adamkit.core.sharding.global_max`)."""
-    if is_dtensor(value):
-        return global_max(value)
-    return value.abs().amax() if value.numel() else value.new_zeros(())
-
-
 def _unsharded_like(value: torch.Tensor, dst: object) -> torch.Tensor:
     """``value`` as a plain tensor where it is a DTensor and ``dst`` is not: a per-tensor
     statistic of a sharded parameter (a global value, the same on every rank) is stored as a
     plain tensor, as torch.optim stores ``step``."""
-    if hasattr(value, "full_tensor") and not hasattr(dst, "full_tensor"):
-        return value.full_tensor()  # type: ignore[operator]
+    if is_dtensor(value) and not is_dtensor(dst):
+        return value.full_tensor()  # type: ignore[attr-defined]
     return value
 
 

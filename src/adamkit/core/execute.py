@@ -96,19 +96,15 @@ def update_plan(
     numel = plan.slot["param"].numel()
     stored = {n: t for n, t in plan.stored.items() if t.numel() == numel}
     splittable = elementwise and plan.stored_elementwise and all(n in stored for n in codecs)
-    whole = {
-        "grad": grad,
-        **{f"slot {n}": v for n, v in plan.slot.items()},
-        **{f"state {n}": v for n, v in stored.items()},
-    }
-    first = 0
-    if splittable and is_dtensor(grad):
+    sharded = is_dtensor(grad)
+    whole, first = (_named(grad, plan.slot, stored) if splittable else {}), 0
+    if splittable and sharded:
         shards = local_shards(whole)
         splittable = shards is not None
         if shards is not None:
             whole, first = shards
     if not splittable:
-        if not (per_tensor and is_dtensor(grad) and step_row_shards(rule, plan, grad, k)):
+        if not (per_tensor and sharded and step_row_shards(rule, plan, grad, k)):
             update_one(rule, plan.slot, grad, plan.state, *common)
         return
 
@@ -130,13 +126,7 @@ def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, 
     if group is None or not plan.stored_elementwise:
         return False
     sharded = {n: v for n, v in plan.stored.items() if is_dtensor(v)}
-    shards = local_shards(
-        {
-            "grad": grad,
-            **{f"slot {n}": v for n, v in plan.slot.items()},
-            **{f"state {n}": v for n, v in sharded.items()},
-        }
-    )
+    shards = local_shards(_named(grad, plan.slot, sharded))
     if shards is None:
         return False
     local, first = shards
@@ -149,6 +139,18 @@ def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, 
     finally:
         reduce.SHARDS.pop()
     return True
+
+
+def _named(
+    grad: torch.Tensor, slot: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The gradient, slot and state tensors of a step in one dict, as pieces and shards take
+    them (``"grad"``, ``"slot <name>"``, ``"state <name>"``)."""
+    return {
+        "grad": grad,
+        **{f"slot {n}": v for n, v in slot.items()},
+        **{f"state {n}": v for n, v in state.items()},
+    }
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:

@@ -56,8 +56,8 @@ def huge(tensors: Mapping[str, torch.Tensor]) -> bool:
     """Whether ``tensors`` split into pieces (:func:`in_pieces`) and are above ``LARGE_NUMEL``
     elements: an eager rule then recomputes, piece by piece, what it would otherwise keep."""
     values = list(tensors.values())
-    if reduce.SHARDS:  # one rank's part: decide by the whole, so every rank takes one branch
-        return not torch.compiler.is_compiling() and reduce.SHARDS[-1].numel > LARGE_NUMEL
+    if reduce.SHARDS:  # one rank's part (eager): decide by the whole, so all ranks branch alike
+        return reduce.SHARDS[-1].numel > LARGE_NUMEL
     return _splittable(values) and values[0].numel() > LARGE_NUMEL
 
 

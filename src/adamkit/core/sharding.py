@@ -12,7 +12,7 @@ things need help:
 * per-tensor reductions of such a step are summed over the group of :func:`row_shard_group`
   (by :mod:`adamkit.core.reduce`);
 * the largest magnitude of a tensor (the float16 codec's scale) is taken from each rank's part,
-  including parts that hold nothing (:func:`global_max`).
+  including parts that hold nothing (:func:`absolute_max`).
 """
 
 from __future__ import annotations
@@ -33,26 +33,56 @@ def is_dtensor(x: object) -> bool:
     return isinstance(x, DTensor)
 
 
+def _settled(placements: Any) -> list[Any]:
+    """``placements`` with every partial one (a sum or maximum still pending) made whole."""
+    from torch.distributed.tensor import Replicate
+
+    return [Replicate() if p.is_partial() else p for p in placements]
+
+
+def _settle(x: Any) -> Any:
+    """DTensor ``x`` with nothing pending a reduction."""
+    if any(p.is_partial() for p in x.placements):
+        return x.redistribute(placements=_settled(x.placements))
+    return x
+
+
+def _layout(x: Any) -> tuple[list[int], list[int], tuple[int, ...]]:
+    """(shape, corner, strides): the shape of this rank's part of DTensor ``x``, the index of
+    its first element in the whole tensor, and the whole tensor's contiguous strides."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, corner = compute_local_shape_and_global_offset(x.shape, x.device_mesh, x.placements)
+    strides, step = [], 1
+    for n in reversed(x.shape):
+        strides.append(step)
+        step *= n
+    return list(shape), list(corner), tuple(reversed(strides))
+
+
+def _run_start(x: Any) -> int | None:
+    """The number, in the whole tensor flattened, of the first element of this rank's part of
+    DTensor ``x`` where that part is a run of consecutive elements of the whole (sharded along
+    the first dimension only, as FSDP2 shards, or not at all); else None."""
+    shape, corner, strides = _layout(x)
+    whole = all(
+        c == 0 and n == size for c, n, size in zip(corner[1:], shape[1:], x.shape[1:], strict=True)
+    )
+    return int(sum(c * s for c, s in zip(corner, strides, strict=True))) if whole else None
+
+
 def local_numbers(x: Any) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     """(local, start, index) of a DTensor ``x``: this rank's tensor, and the numbers, in the
     whole tensor flattened, of its elements: ``start`` + their local numbers where the local
-    tensor is a run of consecutive elements of the whole (sharding along the first dimension
-    only, as FSDP2 does, or none), else ``index``, an int32 tensor of the numbers modulo 2^32
-    shaped as ``local``. A pending reduction (a partial placement) is made whole first."""
-    from torch.distributed.tensor import Replicate
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
-    if any(p.is_partial() for p in x.placements):
-        x = x.redistribute(placements=[Replicate() if p.is_partial() else p for p in x.placements])
+    tensor is a run of consecutive elements of the whole (:func:`_run_start`), else ``index``,
+    an int32 tensor of the numbers modulo 2^32 shaped as ``local``. A pending reduction (a
+    partial placement) is made whole first."""
+    x = _settle(x)
     local = x.to_local()
-    shape, corner = compute_local_shape_and_global_offset(x.shape, x.device_mesh, x.placements)
-    strides = _contiguous_strides(tuple(x.shape))
-    start = sum(c * s for c, s in zip(corner, strides, strict=True))
-    if all(
-        c == 0 and n == whole
-        for c, n, whole in zip(corner[1:], shape[1:], x.shape[1:], strict=True)
-    ):
-        return local.contiguous(), int(start), None
+    start = _run_start(x)
+    if start is not None:
+        return local.contiguous(), start, None
+    shape, corner, strides = _layout(x)
     index = torch.zeros((), dtype=torch.int64, device=local.device)
     for dim, (c, n, s) in enumerate(zip(corner, shape, strides, strict=True)):
         along = (torch.arange(n, dtype=torch.int64, device=local.device) + c) * s
@@ -60,22 +90,18 @@ def local_numbers(x: Any) -> tuple[torch.Tensor, int, torch.Tensor | None]:
     return local, 0, index.to(torch.int32)
 
 
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
-
-
 def like_dtensor(local: torch.Tensor, like: Any) -> Any:
     """``local`` (this rank's part) as a DTensor placed like ``like``, partial placements made
     whole (see :func:`local_numbers`)."""
-    from torch.distributed.tensor import DTensor, Replicate
+    from torch.distributed.tensor import DTensor
 
-    placements = [Replicate() if p.is_partial() else p for p in like.placements]
     return DTensor.from_local(
-        local, like.device_mesh, placements, run_check=False, shape=like.shape, stride=like.stride()
+        local,
+        like.device_mesh,
+        _settled(like.placements),
+        run_check=False,
+        shape=like.shape,
+        stride=like.stride(),
     )
 
 
@@ -95,8 +121,8 @@ def local_shards(tensors: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int]
         for t in values
     ) or any(p.is_partial() for p in first.placements):
         return None
-    _, start, index = local_numbers(first)
-    if index is not None:
+    start = _run_start(first)
+    if start is None:
         return None
     return {name: t.to_local() for name, t in tensors.items()}, start
 
@@ -111,15 +137,15 @@ def row_shard_group(x: Any) -> Any:
     return x.device_mesh.get_group()
 
 
-def global_max(x: Any) -> Any:
-    """max |x| over the whole DTensor ``x`` as a replicated 0-d DTensor: this rank's part's (0
-    where it holds nothing, which torch's amax refuses), then the largest across the mesh."""
+def absolute_max(x: Any) -> torch.Tensor:
+    """max |x| over the whole tensor as a 0-d tensor, 0 for an empty one (torch's amax refuses
+    it). A DTensor's is global, a replicated 0-d DTensor: each rank's part's (0 where it holds
+    nothing), then the largest across the mesh."""
+    if not is_dtensor(x):
+        return x.abs().amax() if x.numel() else x.new_zeros(())
     from torch.distributed.tensor import DTensor, Partial, Replicate
 
-    if any(p.is_partial() for p in x.placements):
-        x = x.redistribute(placements=[Replicate() if p.is_partial() else p for p in x.placements])
-    local = x.to_local()
-    part = local.abs().amax() if local.numel() else local.new_zeros(())
+    part = absolute_max(_settle(x).to_local())
     pending = [Partial("max") if p.is_shard() else Replicate() for p in x.placements]
     spread = DTensor.from_local(part, x.device_mesh, pending, run_check=False)
     return spread.redistribute(x.device_mesh, [Replicate()] * x.device_mesh.ndim)
