@@ -19,6 +19,11 @@ ELEMENTWISE = tuple(
     if optimizer_class(n).elementwise or optimizer_class(n).vectors_elementwise
 )
 PIECEWISE = ("b_adam", "su_adam", "adamw_mini_sf", *ELEMENTWISE)
+# the optimizers coupled only through per-tensor reductions, whose eager step on a large tensor
+# with state stored in another dtype runs in pieces and in stages (execute.step_in_stages)
+STAGED = tuple(
+    n for n in available() if optimizer_class(n).segmentable and not optimizer_class(n).shaped
+)
 
 
 def _steps(
@@ -80,18 +85,74 @@ LOW_PRECISION = {
 
 
 @pytest.mark.parametrize("policy", LOW_PRECISION)
-@pytest.mark.parametrize("name", PIECEWISE)
+@pytest.mark.parametrize("name", ELEMENTWISE)
 def test_in_pieces_with_rounded_storage_equals_the_whole_tensor_bit_for_bit(
     name: str, policy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # each piece's rounding draws the random bits of its own elements (the step's whole update
-    # for element-wise rules, the store of the results for the others)
+    # each piece's rounding draws the random bits of its own elements
     dtype, options = LOW_PRECISION[policy]
     whole_p, whole_state = _steps(name, 5000, dtype, 1 << 40, monkeypatch, **options)
     piece_p, piece_state = _steps(name, 5000, dtype, 1024, monkeypatch, **options)
     assert torch.equal(whole_p, piece_p)
     for buffer, value in whole_state.items():
         assert torch.equal(value, piece_state[buffer]), buffer
+
+
+# the storage policies of float64 parameters (float64 compute) among LOW_PRECISION
+FLOAT64_POLICIES = {
+    "bf16-state": {"state_dtype": "bfloat16"},
+    "fp16-state": {"state_dtype": "float16"},
+    "kahan-state": {"state_dtype": "bfloat16", "state_rounding": "kahan"},
+}
+
+
+@pytest.mark.parametrize("policy", FLOAT64_POLICIES)
+@pytest.mark.parametrize("name", STAGED)
+def test_in_stages_equals_the_whole_tensor_to_rounding(
+    name: str, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pieces' reductions sum in another order (float64 here), and every element draws the
+    # random bits of its place: the same step to float64 rounding, and the same rounded state.
+    options = FLOAT64_POLICIES[policy]
+    staged = _counted_stages(monkeypatch)
+    whole_p, whole_state = _steps(name, 5000, torch.float64, 1 << 40, monkeypatch, **options)
+    assert staged == [False] * 4
+    piece_p, piece_state = _steps(name, 5000, torch.float64, 1024, monkeypatch, **options)
+    # float16 state is scaled per tensor (not stored element by element): never staged
+    assert staged[4:] == [policy != "fp16-state"] * 4
+    # (an absolute tolerance for values that cancel to near 0; the parameters are about 0.02)
+    torch.testing.assert_close(piece_p, whole_p, rtol=1e-12, atol=1e-15)
+    for buffer, value in whole_state.items():
+        torch.testing.assert_close(piece_state[buffer], value, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("policy", ["bf16-param", "bf16-kahan-param", "bf16-all"])
+@pytest.mark.parametrize("name", STAGED)
+def test_in_stages_steps_bfloat16_parameters_like_the_whole_tensor(
+    name: str, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # float32 compute: the reductions' other order moves them by float32 roundings, which may
+    # move a stochastically rounded bfloat16 value by one unit (2^-8 relative)
+    dtype, options = LOW_PRECISION[policy]
+    staged = _counted_stages(monkeypatch)
+    whole_p, _ = _steps(name, 5000, dtype, 1 << 40, monkeypatch, **options)
+    piece_p, _ = _steps(name, 5000, dtype, 1024, monkeypatch, **options)
+    assert staged == [False] * 4 + [True] * 4
+    torch.testing.assert_close(piece_p.float(), whole_p.float(), rtol=2**-7, atol=1e-6)
+    assert (piece_p != whole_p).float().mean() < 0.01
+
+
+def _counted_stages(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record what each call of execute.step_in_stages returned (True: it stepped)."""
+    calls: list[bool] = []
+    original = execute.step_in_stages
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        calls.append(original(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(execute, "step_in_stages", counting)
+    return calls
 
 
 def test_elementwise_steps_with_rounded_state_are_split_too(
@@ -104,15 +165,16 @@ def test_elementwise_steps_with_rounded_state_are_split_too(
     assert calls == [5000] * 8
 
 
-def test_eager_bfloat16_state_step_has_no_tensor_sized_temporaries() -> None:
-    # in pieces, a large tensor's eager step allocates a few pieces' worth of memory, not
-    # decoded float32 copies of its 16-bit state and int32 random bits of its size
+@pytest.mark.parametrize("name", ["adamw", *STAGED])
+def test_eager_bfloat16_state_step_has_no_tensor_sized_temporaries(name: str) -> None:
+    # in pieces (and stages), a large tensor's eager step allocates a few pieces' worth of
+    # memory, not decoded float32 copies of its 16-bit state and int32 random bits of its size
     from adamkit.bench.speed import peak_step_bytes
 
     numel = 1 << 24
     p = torch.randn(numel).requires_grad_()
     p.grad = torch.randn(numel)
-    opt = adamkit.AdamW([p], backend="eager", state_dtype="bfloat16")
+    opt = adamkit.create(name, [p], backend="eager", state_dtype="bfloat16")
     opt.step()
     assert peak_step_bytes(opt.step) < numel  # below 1 byte per parameter
 
@@ -189,13 +251,13 @@ def test_a_rank_part_counts_as_huge_by_its_whole_tensor() -> None:
     # another order), whatever the size of its own part of a sharded tensor.
     part = {"x": torch.zeros(10), "y": torch.zeros(10)}
     assert not pieces.huge(part)
-    reduce.SHARDS.append(reduce.Shards(group=None, numel=pieces.LARGE_NUMEL + 1))
+    reduce.PARTS.append(reduce.Shards(group=None, numel=pieces.LARGE_NUMEL + 1))
     try:
         assert pieces.huge(part)
     finally:
-        reduce.SHARDS.pop()
-    reduce.SHARDS.append(reduce.Shards(group=None, numel=pieces.LARGE_NUMEL))
+        reduce.PARTS.pop()
+    reduce.PARTS.append(reduce.Shards(group=None, numel=pieces.LARGE_NUMEL))
     try:
         assert not pieces.huge({"x": torch.zeros(pieces.LARGE_NUMEL + 1)})
     finally:
-        reduce.SHARDS.pop()
+        reduce.PARTS.pop()

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from adamkit.core import reduce
-from adamkit.core.pieces import in_numbered_pieces
+from adamkit.core.codecs import Plain
+from adamkit.core.pieces import in_numbered_pieces, numbered_pieces, splittable
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import stream_key
@@ -39,18 +40,25 @@ def update_one(
     segments: Segments | None = None,
     scalars: tuple[str, ...] = (),
     offset: int = 0,
-) -> None:
+    private: bool = False,
+) -> dict[str, torch.Tensor]:
     """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths.
+    Returns the new state values in the compute dtype.
 
     ``segments``: the tensor is a concatenation, whose per-tensor reductions are per segment;
     its per-tensor one-element state, ``scalars``, is then stored one value per segment, which
     the rule sees spread per element (and named in ``k["spread"]``) and which is read back from
     each segment's first element. ``offset``: the tensors are a piece of the parameter's,
     starting at this element (the stochastic rounding draws those elements' bits).
+    ``private``: the rule works on copies of tensors stored in the compute dtype, so that a
+    call that ends before its stores (:class:`adamkit.core.reduce.PendingTotalError`) changes nothing.
     """
-    pc = pcodec.load(slot, "param", exact)
+    pc = _private(pcodec.load(slot, "param", exact), slot["param"], private)
     g = prepare_grad(grad, pc, k)
-    s = {name: codec.load(state, name, exact) for name, codec in codecs.items()}
+    s = {
+        name: _private(codec.load(state, name, exact), state[name], private)
+        for name, codec in codecs.items()
+    }
     if segments is None:
         new_p = rule(pc, g, s, k)
     else:
@@ -63,12 +71,32 @@ def update_one(
             reduce.ACTIVE.pop()
         for name in scalars:
             s[name] = reduce.first_of_each(s[name], segments)
+    store_state(codecs, state, s, k, index, offset)
+    key = stream_key(k["rounding_seed"], index, PARAM_STREAM, k["t"]) if pcodec.random else 0
+    pcodec.store(slot, "param", new_p, key, offset)
+    return s
+
+
+def _private(loaded: torch.Tensor, stored: torch.Tensor, private: bool) -> torch.Tensor:
+    return loaded.clone() if private and loaded is stored else loaded
+
+
+def store_state(
+    codecs: Mapping[str, Codec],
+    state: dict[str, torch.Tensor],
+    values: Mapping[str, torch.Tensor],
+    k: Mapping[str, Any],
+    index: Any,
+    offset: int = 0,
+    names: tuple[str, ...] | None = None,
+) -> None:
+    """Round the new state ``values`` into storage (those in ``names``, else all), each buffer
+    with the random bits of its own stream (its position among the codecs)."""
     seed, t = k["rounding_seed"], k["t"]
     for position, (name, codec) in enumerate(codecs.items()):
-        key = stream_key(seed, index, position, t) if codec.random else 0
-        codec.store(state, name, s[name], key, offset)
-    key = stream_key(seed, index, PARAM_STREAM, t) if pcodec.random else 0
-    pcodec.store(slot, "param", new_p, key, offset)
+        if names is None or name in names:
+            key = stream_key(seed, index, position, t) if codec.random else 0
+            codec.store(state, name, values[name], key, offset)
 
 
 def update_plan(
@@ -104,8 +132,11 @@ def update_plan(
         if shards is not None:
             whole, first = shards
     if not splittable:
-        if not (per_tensor and sharded and step_row_shards(rule, plan, grad, k)):
-            update_one(rule, plan.slot, grad, plan.state, *common)
+        if per_tensor and sharded and step_row_shards(rule, plan, grad, k):
+            return
+        if per_tensor and not sharded and plan.loads_copies and step_in_stages(rule, plan, grad, k):
+            return
+        update_one(rule, plan.slot, grad, plan.state, *common)
         return
 
     def step_piece(t: Mapping[str, torch.Tensor], start: int) -> None:
@@ -114,6 +145,55 @@ def update_plan(
         update_one(rule, slot, t["grad"], state, *common, offset=first + start)
 
     in_numbered_pieces(step_piece, whole)
+
+
+def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any]) -> bool:
+    """Step a large tensor piece by piece for a rule whose only coupling between elements is
+    its per-tensor reductions (:mod:`adamkit.core.reduce`), so that no buffer is decoded whole
+    (a temporary of the tensor's size in the compute dtype for each buffer stored otherwise).
+
+    The rule runs on every piece in passes. In each pass the totals of its first reductions are
+    known from the passes before; a piece's call ends at the next reduction, handing over its
+    sum (:class:`adamkit.core.reduce.Staged`), before it stores anything; the pieces' sums
+    make that reduction's total. The pass in which no reduction is left unknown steps every
+    piece for real: a rule with r reductions reads its tensors r + 1 times. One-element state
+    (a per-tensor statistic) is seen by every piece as it was before the step and stored once,
+    from the last piece. False, stepping nothing, where the tensors do not split into pieces or
+    a buffer is stored other than element by element or neither full-size nor one element."""
+    numel = plan.slot["param"].numel()
+    full = {n: t for n, t in plan.stored.items() if t.numel() == numel}
+    single = {n: t for n, t in plan.stored.items() if t.numel() == 1 and n not in full}
+    whole = _named(grad, plan.slot, full)
+    if len(full) + len(single) != len(plan.stored) or not plan.stored_elementwise:
+        return False
+    if not splittable(whole):
+        return False
+    common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
+    known: list[torch.Tensor] = []
+    while True:
+        sums: list[torch.Tensor] = []
+        for piece, start in numbered_pieces(whole):
+            slot = {n: piece[f"slot {n}"] for n in plan.slot}
+            state = {**{n: t.clone() for n, t in single.items()}}
+            state.update({n: piece[f"state {n}"] for n in full})
+            reduce.PARTS.append(reduce.Staged(numel, known))
+            try:
+                values = update_one(
+                    rule, slot, piece["grad"], state, *common, offset=start, private=True
+                )
+            except reduce.PendingTotalError as pending:
+                if start > 0 and not sums:
+                    raise RuntimeError("the rule's reductions differ between pieces") from None
+                sums.append(pending.part_sum)
+                continue
+            finally:
+                reduce.PARTS.pop()
+            if sums:
+                raise RuntimeError("the rule's reductions differ between pieces")
+        if not sums:
+            store_state(plan.codecs, plan.state, values, k, plan.index, names=tuple(single))
+            return True
+        known.append(torch.stack(sums).sum(dtype=torch.float64).to(sums[0].dtype))
 
 
 def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any]) -> bool:
@@ -133,11 +213,11 @@ def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, 
     slot = {n: local[f"slot {n}"] for n in plan.slot}
     state = {**plan.state, **{n: local[f"state {n}"] for n in sharded}}
     common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
-    reduce.SHARDS.append(reduce.Shards(group, plan.slot["param"].numel()))
+    reduce.PARTS.append(reduce.Shards(group, plan.slot["param"].numel()))
     try:
         update_one(rule, slot, local["grad"], state, *common, offset=first)
     finally:
-        reduce.SHARDS.pop()
+        reduce.PARTS.pop()
     return True
 
 
@@ -298,6 +378,15 @@ class Plan:
         """Whether the parameter and every buffer are stored element by element (codecs
         without per-tensor or per-block scales): tensors may be concatenated or cut in pieces."""
         return self.pcodec.elementwise and all(c.elementwise for c in self.codecs.values())
+
+    @property
+    def loads_copies(self) -> bool:
+        """Whether the parameter or a buffer is stored other than in the compute dtype: loading
+        it whole makes a temporary of its size."""
+        return any(
+            type(c) is not Plain or c.dtype != self.exact
+            for c in (self.pcodec, *self.codecs.values())
+        )
 
     @property
     def scalar_names(self) -> tuple[str, ...]:

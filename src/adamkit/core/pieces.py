@@ -43,22 +43,32 @@ def in_numbered_pieces(
     ``start`` is the number of the piece's first element in the flattened tensors (0 when
     they run whole), so that what depends on an element's number (the random bits of
     stochastic rounding) comes out as for the whole tensors."""
-    if not _splittable(list(tensors.values())):
-        fn(tensors, 0)
-        return
+    for piece, start in numbered_pieces(tensors):
+        fn(piece, start)
+
+
+def numbered_pieces(
+    tensors: Mapping[str, torch.Tensor],
+) -> list[tuple[dict[str, torch.Tensor], int]]:
+    """The pieces of :func:`in_numbered_pieces`, each with the number of its first element:
+    consecutive runs of ``PIECE`` elements of the flattened tensors (views), or the tensors
+    themselves where they do not split."""
+    if not splittable(tensors):
+        return [(dict(tensors), 0)]
     flat = {name: t.view(-1) for name, t in tensors.items()}
     numel = next(iter(flat.values())).numel()
-    for start in range(0, numel, PIECE):
-        fn({name: t[start : start + PIECE] for name, t in flat.items()}, start)
+    return [
+        ({name: t[start : start + PIECE] for name, t in flat.items()}, start)
+        for start in range(0, numel, PIECE)
+    ]
 
 
 def huge(tensors: Mapping[str, torch.Tensor]) -> bool:
     """Whether ``tensors`` split into pieces (:func:`in_pieces`) and are above ``LARGE_NUMEL``
     elements: an eager rule then recomputes, piece by piece, what it would otherwise keep."""
-    values = list(tensors.values())
-    if reduce.SHARDS:  # one rank's part (eager): decide by the whole, so all ranks branch alike
-        return reduce.SHARDS[-1].numel > LARGE_NUMEL
-    return _splittable(values) and values[0].numel() > LARGE_NUMEL
+    if reduce.PARTS:  # a part (a rank's, a piece): decide by the whole, so all parts branch alike
+        return reduce.PARTS[-1].numel > LARGE_NUMEL
+    return splittable(tensors) and next(iter(tensors.values())).numel() > LARGE_NUMEL
 
 
 def norm_in_pieces(
@@ -67,23 +77,24 @@ def norm_in_pieces(
     """‖fn(tensors)‖₂ as a 0-d tensor, where ``fn`` is element-wise (see :func:`in_pieces`) and
     returns a new tensor without writing its inputs: from the norms of its pieces, or once on
     the whole tensors (:func:`adamkit.core.reduce.norm`) where they do not split."""
-    if not _splittable(list(tensors.values())):
+    if not splittable(tensors):
         return reduce.norm(fn(tensors))
     squares: list[torch.Tensor] = []
     in_pieces(lambda t: squares.append(torch.linalg.vector_norm(fn(t)).square()), tensors)
     return reduce.norm_from_square_sum(torch.stack(squares).sum())
 
 
-def _splittable(tensors: list[torch.Tensor]) -> bool:
+def splittable(tensors: Mapping[str, torch.Tensor]) -> bool:
     """Whether pieces give the whole-tensor result: eager, not segmented, and plain contiguous
     CPU tensors of one size above a piece."""
-    if torch.compiler.is_compiling() or reduce.ACTIVE or not tensors:
+    values = list(tensors.values())
+    if torch.compiler.is_compiling() or reduce.ACTIVE or not values:
         return False
-    numel = tensors[0].numel()
+    numel = values[0].numel()
     return numel > PIECE and all(
         type(t) in reduce.PLAIN_TYPES
         and t.device.type == "cpu"
         and t.is_contiguous()
         and t.numel() == numel
-        for t in tensors
+        for t in values
     )

@@ -50,20 +50,53 @@ class Shards(NamedTuple):
     group: Any
     numel: int
 
+    def total(self, part_sum: torch.Tensor) -> torch.Tensor:
+        """The sum over the whole tensor from this rank's ``part_sum`` (in place)."""
+        import torch.distributed as dist
 
-SHARDS: list[Shards] = []  # set by adamkit.core.execute for local steps of sharded tensors
-
-
-def _across_shards(local_sum: torch.Tensor) -> torch.Tensor:
-    """The sum over the whole tensor from this rank's ``local_sum`` (in place)."""
-    import torch.distributed as dist
-
-    dist.all_reduce(local_sum, group=SHARDS[-1].group)
-    return local_sum
+        dist.all_reduce(part_sum, group=self.group)
+        return part_sum
 
 
-def _sharded_square_sum(x: torch.Tensor) -> torch.Tensor:
-    return _across_shards(torch.linalg.vector_norm(x).square())
+class PendingTotalError(Exception):
+    """Raised by a staged reduction whose total is not known yet; ``part_sum`` is the sum over
+    the piece in progress."""
+
+    def __init__(self, part_sum: torch.Tensor) -> None:
+        super().__init__("a staged reduction's total is not known yet")
+        self.part_sum = part_sum
+
+
+class Staged:
+    """The rule call in progress runs on one piece of tensors (of ``numel`` elements in all)
+    that are stepped piece by piece, in passes over every piece (``adamkit.core.execute``):
+    the totals of the call's first reductions, in call order, are ``known`` from earlier
+    passes; the next reduction raises :class:`PendingTotalError` with the piece's sum, which ends the
+    call before it stores anything."""
+
+    def __init__(self, numel: int, known: list[torch.Tensor]) -> None:
+        self.numel, self.known, self.calls = numel, known, 0
+
+    def total(self, part_sum: torch.Tensor) -> torch.Tensor:
+        """The whole tensor's sum, if an earlier pass found it; else :class:`PendingTotalError`."""
+        at, self.calls = self.calls, self.calls + 1
+        if at < len(self.known):
+            return self.known[at].clone()  # the caller may work on it in place
+        raise PendingTotalError(part_sum)
+
+
+# The parts of tensors the rule call in progress runs on, where its per-tensor statistics are
+# totals over more than the tensors it sees: set by adamkit.core.execute for local steps of
+# sharded tensors (Shards) and for eager steps in pieces (Staged).
+PARTS: list[Shards | Staged] = []
+
+
+def _total(part_sum: torch.Tensor) -> torch.Tensor:
+    return PARTS[-1].total(part_sum)
+
+
+def _square_sum_of_parts(x: torch.Tensor) -> torch.Tensor:
+    return _total(torch.linalg.vector_norm(x).square())
 
 
 # Traced, sums and means over a whole tensor, a channel or a same-size segment accumulate in
@@ -151,14 +184,14 @@ def norm(x: torch.Tensor) -> torch.Tensor:
         return _per_element(_segment_sums(x * x).sqrt())
     if torch.compiler.is_compiling():
         return _traced_sum(x * x).sqrt().to(x.dtype)
-    if SHARDS:
-        return _sharded_square_sum(x).sqrt()
+    if PARTS:
+        return _square_sum_of_parts(x).sqrt()
     return torch.linalg.vector_norm(x)
 
 
 def norm_from_square_sum(square_sum: torch.Tensor) -> torch.Tensor:
-    """‖x‖₂ from Σx² over this tensor, or over this rank's part of a sharded one."""
-    return (_across_shards(square_sum) if SHARDS else square_sum).sqrt()
+    """‖x‖₂ from Σx² over this tensor, or over the part of it in progress (:data:`PARTS`)."""
+    return (_total(square_sum) if PARTS else square_sum).sqrt()
 
 
 # Traced, the statistics below are written as means: inductor evaluates the scalar arithmetic
@@ -174,8 +207,8 @@ def rms(x: torch.Tensor) -> torch.Tensor:
         return _per_element((_segment_sums(x * x) / ACTIVE[-1].sizes).sqrt())
     if torch.compiler.is_compiling():
         return _traced_mean(x * x).sqrt().to(x.dtype)
-    if SHARDS:
-        return (_sharded_square_sum(x) / max(1, SHARDS[-1].numel)).sqrt()
+    if PARTS:
+        return (_square_sum_of_parts(x) / max(1, PARTS[-1].numel)).sqrt()
     return torch.linalg.vector_norm(x) / math.sqrt(max(1, x.numel()))
 
 
@@ -185,8 +218,8 @@ def mean_square(x: torch.Tensor) -> torch.Tensor:
         return _per_element(_segment_sums(x * x) / ACTIVE[-1].sizes)
     if torch.compiler.is_compiling():
         return _traced_mean(x * x).to(x.dtype)
-    if SHARDS:
-        return _sharded_square_sum(x) / max(1, SHARDS[-1].numel)
+    if PARTS:
+        return _square_sum_of_parts(x) / max(1, PARTS[-1].numel)
     return torch.linalg.vector_norm(x).square() / max(1, x.numel())
 
 
@@ -212,8 +245,8 @@ def mean_abs(x: torch.Tensor) -> torch.Tensor:
     else:
         flat = x.reshape(-1)
         total = torch.stack([chunk.abs().sum() for chunk in flat.split(ABS_SUM_CHUNK)]).sum()
-    if SHARDS:
-        return _across_shards(total) / max(1, SHARDS[-1].numel)
+    if PARTS:
+        return _total(total) / max(1, PARTS[-1].numel)
     return total / max(1, x.numel())
 
 
