@@ -261,3 +261,75 @@ def test_a_rank_part_counts_as_huge_by_its_whole_tensor() -> None:
         assert not pieces.huge({"x": torch.zeros(pieces.LARGE_NUMEL + 1)})
     finally:
         reduce.PARTS.pop()
+
+
+@pytest.mark.parametrize("name", STAGED)
+def test_in_stages_one_pass_collects_every_statistic_of_the_inputs(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every staged rule's statistics are computed from its inputs (none from another's total),
+    # so one pass collects them all and the second steps: each piece is called twice per step
+    calls = _counted_calls(monkeypatch)
+    _steps(name, 5000, torch.float64, 1024, monkeypatch, state_dtype="bfloat16")
+    assert calls == [5] * 2 * 4
+
+
+def _counted_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of pieces of each call of execute.update_one made by a staged step
+    (the pieces' element counts summed, in units of 1024)."""
+    calls: list[int] = []
+    original = execute.update_one
+
+    def counting(rule, slot, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("private"):
+            if kwargs["offset"] == 0:
+                calls.append(0)
+            calls[-1] += 1
+        return original(rule, slot, *args, **kwargs)
+
+    monkeypatch.setattr(execute, "update_one", counting)
+    return calls
+
+
+def _staged(known: list[torch.Tensor]) -> reduce.Staged:
+    staged = reduce.Staged(10, known)
+    reduce.PARTS.append(staged)
+    return staged
+
+
+def test_a_staged_statistic_not_known_yet_is_collected_and_stands_in_for_scalar_arithmetic() -> (
+    None
+):
+    x = torch.arange(4.0)
+    staged = _staged([])
+    try:
+        n = reduce.norm(x)  # Σx² = 14 over this piece, total unknown
+        r = torch.where(n > 0, 2.0 / n.clamp(min=1.0), 1.0) * torch.tensor(3.0)
+        assert isinstance(r, reduce.PendingValue)
+        m = reduce.mean_abs(x)  # independent of n: collected in the same pass
+        assert [float(t) for t in staged.sums] == pytest.approx([14.0, 6.0], rel=1e-6)
+        for use in (
+            lambda: x * r,  # with a tensor of several elements
+            lambda: torch.tensor(1.0).mul_(m),  # written into a known tensor
+            lambda: bool(r > 0),  # read on the host
+            lambda: r.item(),
+            lambda: reduce.norm(x * 0 + r),  # a statistic of it
+        ):
+            with pytest.raises(reduce.PendingTotalError):
+                use()
+        with pytest.raises(reduce.PendingTotalError):
+            reduce.settle()  # nothing may be stored
+    finally:
+        reduce.PARTS.pop()
+
+
+def test_a_staged_statistic_known_from_an_earlier_pass_is_its_total() -> None:
+    x = torch.arange(4.0)
+    staged = _staged([torch.tensor(100.0), torch.tensor(30.0)])
+    try:
+        assert torch.equal(reduce.norm(x), torch.tensor(10.0))
+        assert torch.equal(reduce.mean_abs(x), torch.tensor(3.0))  # total / the whole numel
+        assert staged.sums == []
+        reduce.settle()
+    finally:
+        reduce.PARTS.pop()

@@ -71,6 +71,7 @@ def update_one(
             reduce.ACTIVE.pop()
         for name in scalars:
             s[name] = reduce.first_of_each(s[name], segments)
+    reduce.settle()
     store_state(codecs, state, s, k, index, offset)
     key = stream_key(k["rounding_seed"], index, PARAM_STREAM, k["t"]) if pcodec.random else 0
     pcodec.store(slot, "param", new_p, key, offset)
@@ -153,10 +154,13 @@ def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, A
     (a temporary of the tensor's size in the compute dtype for each buffer stored otherwise).
 
     The rule runs on every piece in passes. In each pass the totals of its first reductions are
-    known from the passes before; a piece's call ends at the next reduction, handing over its
-    sum (:class:`adamkit.core.reduce.Staged`), before it stores anything; the pieces' sums
-    make that reduction's total. The pass in which no reduction is left unknown steps every
-    piece for real: a rule with r reductions reads its tensors r + 1 times. One-element state
+    known from the passes before; the next ones hand over the piece's sums and give stand-ins
+    (:class:`adamkit.core.reduce.Staged`), on which the rule's scalar arithmetic goes on, so
+    that one pass collects every reduction whose input does not depend on a total not known
+    yet. The call ends at the first other use of a stand-in, before it stores anything; the
+    pieces' sums make those reductions' totals. The pass in which no total is missing steps
+    every piece for real: a rule whose statistics are all computed from its inputs (LAMB's
+    ‖θ‖ and ‖u‖) reads its tensors twice. One-element state
     (a per-tensor statistic) is seen by every piece as it was before the step and stored once,
     from the last piece. False, stepping nothing, where the tensors do not split into pieces or
     a buffer is stored other than element by element or neither full-size nor one element."""
@@ -171,29 +175,36 @@ def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, A
     common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
     known: list[torch.Tensor] = []
     while True:
-        sums: list[torch.Tensor] = []
+        sums: list[list[torch.Tensor]] = []  # per piece, the sums of reductions not yet known
         for piece, start in numbered_pieces(whole):
             slot = {n: piece[f"slot {n}"] for n in plan.slot}
             state = {**{n: t.clone() for n, t in single.items()}}
             state.update({n: piece[f"state {n}"] for n in full})
-            reduce.PARTS.append(reduce.Staged(numel, known))
+            staged = reduce.Staged(numel, known)
+            reduce.PARTS.append(staged)
             try:
                 values = update_one(
                     rule, slot, piece["grad"], state, *common, offset=start, private=True
                 )
-            except reduce.PendingTotalError as pending:
+            except reduce.PendingTotalError:
                 if start > 0 and not sums:
-                    raise RuntimeError("the rule's reductions differ between pieces") from None
-                sums.append(pending.part_sum)
+                    raise RuntimeError(_UNEVEN_STAGES) from None
+                sums.append(staged.sums)
                 continue
             finally:
                 reduce.PARTS.pop()
             if sums:
-                raise RuntimeError("the rule's reductions differ between pieces")
+                raise RuntimeError(_UNEVEN_STAGES)
         if not sums:
             store_state(plan.codecs, plan.state, values, k, plan.index, names=tuple(single))
             return True
-        known.append(torch.stack(sums).sum(dtype=torch.float64).to(sums[0].dtype))
+        if not sums[0] or any(len(piece_sums) != len(sums[0]) for piece_sums in sums):
+            raise RuntimeError(_UNEVEN_STAGES)
+        for piece_sums in zip(*sums, strict=True):
+            known.append(torch.stack(piece_sums).sum(dtype=torch.float64).to(piece_sums[0].dtype))
+
+
+_UNEVEN_STAGES = "the rule's per-tensor reductions differ between pieces of one tensor"
 
 
 def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any]) -> bool:

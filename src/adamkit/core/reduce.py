@@ -59,30 +59,80 @@ class Shards(NamedTuple):
 
 
 class PendingTotalError(Exception):
-    """Raised by a staged reduction whose total is not known yet; ``part_sum`` is the sum over
-    the piece in progress."""
+    """A staged call used a per-tensor statistic whose total is not known yet (its pass only
+    collects sums): the call ends here, before it stores anything."""
 
-    def __init__(self, part_sum: torch.Tensor) -> None:
-        super().__init__("a staged reduction's total is not known yet")
-        self.part_sum = part_sum
+
+class PendingValue(torch.Tensor):
+    """A per-tensor statistic whose total is not known yet, in a staged pass, and what 0-d
+    arithmetic makes of it: the rule's scalar computations on such values go on (their values
+    mean nothing), so that the pass collects every reduction that does not depend on them.
+    Their first use beyond that (an operation with a tensor of more than one element, an
+    in-place write into another tensor, a read on the host) raises :class:`PendingTotalError`."""
+
+    HOST_READS = frozenset({"__bool__", "__float__", "__int__", "__index__", "item", "tolist"})
+
+    @staticmethod
+    def like(value: torch.Tensor) -> PendingValue:
+        placeholder = torch.zeros((), dtype=value.dtype, device=value.device)
+        return torch.Tensor._make_subclass(PendingValue, placeholder)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        with torch._C.DisableTorchFunctionSubclass():
+            target = kwargs.get("out", args[0] if args else None)
+            writes = "out" in kwargs or name == "__setitem__" or name.startswith("__i")
+            writes = writes or (name.endswith("_") and not name.startswith("_"))
+            if (
+                name in cls.HOST_READS
+                or any(t.dim() != 0 for t in _tensors_in((*args, *kwargs.values())))
+                or (writes and not isinstance(target, PendingValue))
+            ):
+                raise PendingTotalError
+            out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return out.as_subclass(PendingValue)
+        if isinstance(out, tuple):
+            return tuple(
+                o.as_subclass(PendingValue) if isinstance(o, torch.Tensor) else o for o in out
+            )
+        return out
+
+
+def _tensors_in(values: tuple) -> list[torch.Tensor]:
+    """The tensors among ``values`` and in the lists and tuples among them (an operation's
+    arguments)."""
+    found = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            found.extend(t for t in v if isinstance(t, torch.Tensor))
+    return found
 
 
 class Staged:
     """The rule call in progress runs on one piece of tensors (of ``numel`` elements in all)
     that are stepped piece by piece, in passes over every piece (``adamkit.core.execute``):
     the totals of the call's first reductions, in call order, are ``known`` from earlier
-    passes; the next reduction raises :class:`PendingTotalError` with the piece's sum, which ends the
-    call before it stores anything."""
+    passes. Each further reduction adds the piece's sum to ``sums`` and gives a
+    :class:`PendingValue`; the call must then end before it stores anything (:func:`settle`)."""
 
     def __init__(self, numel: int, known: list[torch.Tensor]) -> None:
         self.numel, self.known, self.calls = numel, known, 0
+        self.sums: list[torch.Tensor] = []
 
     def total(self, part_sum: torch.Tensor) -> torch.Tensor:
-        """The whole tensor's sum, if an earlier pass found it; else :class:`PendingTotalError`."""
+        """The whole tensor's sum, if an earlier pass found it; else a :class:`PendingValue`."""
+        if isinstance(part_sum, PendingValue):
+            raise PendingTotalError  # a statistic of a statistic not known yet
         at, self.calls = self.calls, self.calls + 1
         if at < len(self.known):
             return self.known[at].clone()  # the caller may work on it in place
-        raise PendingTotalError(part_sum)
+        self.sums.append(part_sum)
+        return PendingValue.like(part_sum)
 
 
 # The parts of tensors the rule call in progress runs on, where its per-tensor statistics are
@@ -93,6 +143,13 @@ PARTS: list[Shards | Staged] = []
 
 def _total(part_sum: torch.Tensor) -> torch.Tensor:
     return PARTS[-1].total(part_sum)
+
+
+def settle() -> None:
+    """Called before a rule call stores its results: raises :class:`PendingTotalError` if the
+    call (a staged one) used a statistic whose total is not known yet."""
+    if PARTS and isinstance(PARTS[-1], Staged) and PARTS[-1].sums:
+        raise PendingTotalError
 
 
 def _square_sum_of_parts(x: torch.Tensor) -> torch.Tensor:
