@@ -16,7 +16,8 @@ a checkpoint loads the way it was written whatever the current hyperparameters s
   |g| < 5.5e-3).
 * :class:`Blockwise8`: 8-bit codes of a dynamic (decade-based) quantization map scaled by the
   absolute maximum of each block of 256 elements (Dettmers et al. 2022, arXiv:2110.02861);
-  signed map for moments that change sign, unsigned map for non-negative ones.
+  signed map for moments that change sign, unsigned map for non-negative ones
+  (:mod:`adamkit.core.dynamic_map`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
-from adamkit.core.pieces import in_numbered_pieces
+from adamkit.core import dynamic_map
+from adamkit.core.pieces import PIECE, in_numbered_pieces
 from adamkit.core.rounding import random_bits, stochastic_round
 from adamkit.core.sharding import absolute_max, is_dtensor
 
@@ -155,30 +156,6 @@ class ScaledHalf:
         st[f"{name}_scale"].copy_(scale)  # type: ignore[union-attr]
 
 
-def _dynamic_map(signed: bool) -> torch.Tensor:
-    """The sorted 8-bit code values: decades 10^-k, more linear steps in the larger decades.
-
-    Unsigned: decades 10^-7..10^0 with 2^d steps in decade d (255 magnitudes) plus 0.
-    Signed: decades 10^-6..10^0 with 2^d steps (127 magnitudes) of either sign plus 0.
-    The top magnitude is exactly 1, so each block's absolute maximum is exact.
-    """
-    decades = 7 if signed else 8
-    magnitudes = []
-    for d in range(decades):
-        steps = torch.linspace(0.1, 1.0, 2**d + 1, dtype=torch.float64)[1:]
-        magnitudes.append(steps * 10.0 ** (d - decades + 1))
-    mags = torch.cat(magnitudes)
-    values = (
-        torch.cat((-mags, torch.zeros(1, dtype=torch.float64), mags))
-        if signed
-        else (torch.cat((torch.zeros(1, dtype=torch.float64), mags)))
-    )
-    return torch.sort(values).values.to(torch.float32)
-
-
-CODES = {True: _dynamic_map(signed=True), False: _dynamic_map(signed=False)}
-
-
 class Blockwise8:
     """uint8 indices into a dynamic quantization map, scaled per block of 256 by the absmax."""
 
@@ -190,26 +167,32 @@ class Blockwise8:
         self.random = rounding == "stochastic"
 
     @staticmethod
-    def _blocks(value: torch.Tensor) -> torch.Tensor:
-        flat = value.reshape(-1).to(torch.float32)
-        return F.pad(flat, (0, (-flat.numel()) % BLOCK)).view(-1, BLOCK)
+    def _parts(flat: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """A flat tensor as (first element, view) pairs: runs of whole blocks as (blocks, 256)
+        views, and its last, shorter block as a (1, rest) view if any. Traced, one run of
+        all the whole blocks (a compiler fuses it; a padded copy would become a masked load of
+        every element); eagerly on the CPU, runs of ``PIECE`` elements, so that the codec's
+        temporaries stay in cache."""
+        n = flat.numel()
+        whole = n - n % BLOCK
+        run = whole if torch.compiler.is_compiling() or flat.device.type != "cpu" else PIECE
+        parts = [(s, flat[s : min(s + run, whole)].view(-1, BLOCK)) for s in range(0, whole, run)]
+        return parts + ([(whole, flat[whole:].view(1, -1))] if whole < n else [])
 
     def _encode(self, value: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blocks = self._blocks(value)
-        absmax = blocks.abs().amax(dim=1, keepdim=True)
-        normalized = blocks / torch.where(absmax > 0, absmax, 1.0)
-        codes = CODES[self.signed].to(value.device)
-        upper = torch.searchsorted(codes, normalized).clamp(1, codes.numel() - 1)
-        lo, hi = codes[upper - 1], codes[upper]
-        fraction = ((normalized - lo) / (hi - lo)).clamp(0, 1)
-        if self.rounding == "stochastic":
-            draw = random_bits(normalized, key, 24).to(torch.float32) * (1.0 / 2**24)
-            take_upper = draw < fraction
-        else:
-            take_upper = fraction >= 0.5
-        index = torch.where(take_upper, upper, upper - 1).to(torch.uint8)
-        n = value.numel()
-        return index.view(-1)[:n].view(value.shape), absmax.view(-1)
+        codes, maxima = [], []
+        for start, part in self._parts(value.reshape(-1).to(torch.float32)):
+            absmax = part.abs().amax(dim=1, keepdim=True)
+            normalized = part / torch.where(absmax > 0, absmax, 1.0)
+            draw = None
+            if self.rounding == "stochastic":
+                bits = random_bits(normalized, key, 24, start)
+                draw = bits.to(torch.float32) * (1.0 / 2**24)
+            codes.append(dynamic_map.encode(normalized, self.signed, draw).view(-1))
+            maxima.append(absmax.view(-1))
+        index = codes[0] if len(codes) == 1 else torch.cat(codes)
+        absmax = maxima[0] if len(maxima) == 1 else torch.cat(maxima)
+        return index.view(value.shape), absmax
 
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         index, absmax = self._encode(value, 0)
@@ -219,9 +202,13 @@ class Blockwise8:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         index: torch.Tensor = st[name]  # type: ignore[assignment]
         absmax: torch.Tensor = st[f"{name}_absmax"]  # type: ignore[assignment]
-        codes = CODES[self.signed].to(index.device)
-        values = self._blocks(codes[index.long()]) * absmax.view(-1, 1)
-        return values.view(-1)[: index.numel()].view(index.shape).to(dtype)
+        values = []
+        for start, part in self._parts(index.reshape(-1)):
+            block = start // BLOCK
+            scale = absmax[block : block + part.shape[0]].view(-1, 1)
+            values.append((dynamic_map.decode(part, self.signed) * scale).view(-1).to(dtype))
+        value = values[0] if len(values) == 1 else torch.cat(values)
+        return value.view(index.shape)
 
     def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
         index, absmax = self._encode(value, key)

@@ -1,0 +1,123 @@
+"""The 8-bit dynamic quantization map of block-wise 8-bit state, as arithmetic.
+
+Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization", arXiv:2110.02861: a
+value divided by its block's absolute maximum is stored as the index of a nearby code of a
+map whose codes are dense near 0 in relative terms (decades) and, within each decade, evenly
+spaced. Here, with D decades (7 for the signed map of moments that change sign, 8 for the
+unsigned map of non-negative ones), the magnitudes are numbered q = 0 .. 2^D − 2; magnitude
+q lies in decade d = ⌊log2(q + 1)⌋ as its step j = q + 2 − 2^d ∈ [1, 2^d]:
+
+    m(q) = 10^(d−D) · (1 + 9j/2^d) = K_d · (2^d + 9j),   K_d = 10^(d−D) / 2^d,
+
+so decade d runs from 10^(d−D) (exclusive; the top of decade d − 1) to 10^(d−D+1), and the
+top magnitude is 1, which makes each block's maximum exact. Code indices (uint8): unsigned,
+0 is 0 and q + 1 is m(q); signed, 127 is 0 and 127 ± (q + 1) is ±m(q).
+
+Both directions are written as element-wise arithmetic, with the per-decade constants picked
+by a chain of selects: a compiler vectorizes that, whereas a table lookup (a gather) and a
+binary search (``searchsorted``) run element by element. K_d is rounded to float32 and the
+product K_d·(2^d + 9j) once more; those float32 values *are* the codes (:func:`codes`), and
+encoding chooses between two neighbouring codes computed the same way, so a value equal to a
+code is stored exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ZERO_SIGNED = 127  # the code index of 0 in the signed map
+
+
+def decades(signed: bool) -> int:
+    """The map's number of decades: 7 signed (255 codes), 8 unsigned (256 codes)."""
+    return 7 if signed else 8
+
+
+def _float32(x: float) -> float:
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+def _decade_scales(count: int) -> tuple[float, ...]:
+    """K_d = 10^(d−D)/2^d for d < D = ``count``, rounded to float32."""
+    return tuple(_float32(10.0 ** (d - count) / 2**d) for d in range(count))
+
+
+# (numbers computed once: a traced step must not build tensors to round them)
+_SCALES = {signed: _decade_scales(decades(signed)) for signed in (True, False)}
+
+
+def magnitude(q: torch.Tensor, signed: bool) -> torch.Tensor:
+    """m(q) for magnitude numbers ``q`` (float32, integer-valued, 0 ≤ q ≤ 2^D − 2)."""
+    scales = _SCALES[signed]
+    number = q + 1.0  # decade d holds the numbers 2^d .. 2^(d+1) − 1
+    power, scale = torch.where(number >= 2.0, 2.0, 1.0), torch.where(number >= 2.0, *scales[1::-1])
+    for d in range(2, len(scales)):
+        above = number >= 2.0**d
+        power = torch.where(above, 2.0**d, power)
+        scale = torch.where(above, scales[d], scale)
+    return scale * (power + 9.0 * (number + 1.0 - power))
+
+
+def codes(signed: bool) -> torch.Tensor:
+    """Every code of the map in index order (float32): what each index decodes to."""
+    count = 2 ** decades(signed) - 1
+    positive = magnitude(torch.arange(count, dtype=torch.float32), signed)
+    zero = torch.zeros(1)
+    if signed:
+        return torch.cat((-positive.flip(0), zero, positive))
+    return torch.cat((zero, positive))
+
+
+def _decade_tops(signed: bool) -> tuple[float, ...]:
+    """The largest magnitude of each decade, m(2^(d+1) − 2), as computed by :func:`magnitude`."""
+    count = decades(signed)
+    tops = magnitude(torch.tensor([2.0 ** (d + 1) - 2 for d in range(count)]), signed)
+    return tuple(float(t) for t in tops)
+
+
+_TOPS = {signed: _decade_tops(signed) for signed in (True, False)}
+_RECIPROCALS = {
+    signed: tuple(_float32(1.0 / k) for k in _SCALES[signed]) for signed in (True, False)
+}
+
+
+def decode(index: torch.Tensor, signed: bool) -> torch.Tensor:
+    """The code (float32, in [−1, 1]) of each uint8 ``index``."""
+    i = index.to(torch.float32)
+    if signed:
+        offset = i - ZERO_SIGNED
+        value = magnitude(offset.abs() - 1.0, signed)
+        return torch.where(offset == 0, 0.0, torch.where(offset < 0, -value, value))
+    return torch.where(i == 0, 0.0, magnitude(i - 1.0, signed))
+
+
+def encode(normalized: torch.Tensor, signed: bool, draw: torch.Tensor | None) -> torch.Tensor:
+    """The uint8 index of a code next to each value of ``normalized`` (float32, |x| ≤ 1): of the
+    two codes around |x|, the upper with probability (|x| − lower)/(upper − lower) where
+    ``draw`` holds uniform numbers in [0, 1) (stochastic rounding: unbiased), else the nearer
+    one (ties up)."""
+    count = decades(signed)
+    scales, reciprocals, tops = _SCALES[signed], _RECIPROCALS[signed], _TOPS[signed]
+    a = normalized.abs()
+    # the decade of a (a > the tops of the decades below it): its 2^d, K_d, 1/K_d, and the
+    # code below its first step (the top of the decade below; 0 below decade 0)
+    power, scale, reciprocal, floor = 1.0, scales[0], reciprocals[0], 0.0
+    for d in range(1, count):
+        above = a > tops[d - 1]
+        power = torch.where(above, 2.0**d, power)
+        scale = torch.where(above, scales[d], scale)
+        reciprocal = torch.where(above, reciprocals[d], reciprocal)
+        floor = torch.where(above, tops[d - 1], floor)
+    # the step whose code is the first at or above a (to rounding; the fraction below is
+    # clamped, so a neighbour off by one still gives one of the two codes around a)
+    step = torch.ceil((a * reciprocal - power) * (1.0 / 9.0))
+    step = torch.minimum(torch.clamp(step, min=1.0), power)
+    upper = scale * (power + 9.0 * step)
+    lower = torch.where(step > 1.0, scale * (power + 9.0 * (step - 1.0)), floor)
+    fraction = torch.clamp((a - lower) / (upper - lower), 0.0, 1.0)
+    up = draw < fraction if draw is not None else fraction >= 0.5
+    # the code number, 1 + q: power + step − 1 for the upper code, one less for the lower
+    number = power + step - torch.where(up, 1.0, 2.0)
+    if signed:
+        number = torch.where(normalized < 0, ZERO_SIGNED - number, ZERO_SIGNED + number)
+    return number.to(torch.uint8)
