@@ -333,3 +333,12 @@ def test_a_staged_statistic_known_from_an_earlier_pass_is_its_total() -> None:
         reduce.settle()
     finally:
         reduce.PARTS.pop()
+
+
+def test_a_staged_piece_is_never_huge() -> None:
+    # a staged piece's temporaries are a piece's: LAMB keeps u rather than computing it twice
+    reduce.PARTS.append(reduce.Staged(pieces.LARGE_NUMEL + 1, []))
+    try:
+        assert not pieces.huge({"x": torch.zeros(10)})
+    finally:
+        reduce.PARTS.pop()

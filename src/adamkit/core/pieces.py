@@ -66,8 +66,11 @@ def numbered_pieces(
 def huge(tensors: Mapping[str, torch.Tensor]) -> bool:
     """Whether ``tensors`` split into pieces (:func:`in_pieces`) and are above ``LARGE_NUMEL``
     elements: an eager rule then recomputes, piece by piece, what it would otherwise keep."""
-    if reduce.PARTS:  # a part (a rank's, a piece): decide by the whole, so all parts branch alike
-        return reduce.PARTS[-1].numel > LARGE_NUMEL
+    if reduce.PARTS:
+        # a rank's part: decided by the whole tensor, so that every rank branches alike; a
+        # staged piece is small (its temporaries stay in cache) and every piece branches alike
+        part = reduce.PARTS[-1]
+        return isinstance(part, reduce.Shards) and part.numel > LARGE_NUMEL
     return splittable(tensors) and next(iter(tensors.values())).numel() > LARGE_NUMEL
 
 
