@@ -175,8 +175,11 @@ class Blockwise8:
         temporaries stay in cache."""
         n = flat.numel()
         whole = n - n % BLOCK
-        run = whole if torch.compiler.is_compiling() or flat.device.type != "cpu" else PIECE
-        parts = [(s, flat[s : min(s + run, whole)].view(-1, BLOCK)) for s in range(0, whole, run)]
+        if torch.compiler.is_compiling() or flat.device.type != "cpu":
+            parts = [(0, flat[:whole].view(-1, BLOCK))] if whole else []
+        else:
+            runs = range(0, whole, PIECE)
+            parts = [(s, flat[s : min(s + PIECE, whole)].view(-1, BLOCK)) for s in runs]
         return parts + ([(whole, flat[whole:].view(1, -1))] if whole < n else [])
 
     def _encode(self, value: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
