@@ -85,13 +85,14 @@ def test_block_codec_in_pieces_equals_one_run(
     value = torch.randn(4 * 1024 + 44, generator=torch.Generator().manual_seed(3))
 
     def stored(piece: int) -> dict:
-        monkeypatch.setattr(codecs, "PIECE", piece)
+        monkeypatch.setattr(pieces, "PIECE", piece)
         st: dict = {}
         codec.create(st, "m", torch.zeros_like(value))
         codec.store(st, "m", value, key=12345)
         return {**st, "loaded": codec.load(st, "m", torch.float32)}
 
     one_run, in_pieces = stored(pieces.PIECE), stored(1024)
+    assert len(codec._parts(value)) == 5  # four pieces of four blocks, and the short block
     for name, tensor in one_run.items():
         assert torch.equal(tensor, in_pieces[name]), name
     assert in_pieces["m_absmax"].numel() == 17

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import torch
 
-from adamkit.core import dynamic_map
-from adamkit.core.pieces import PIECE, in_numbered_pieces
+from adamkit.core import dynamic_map, pieces
+from adamkit.core.pieces import in_numbered_pieces
 from adamkit.core.rounding import random_bits, stochastic_round
 from adamkit.core.sharding import absolute_max, is_dtensor
 
@@ -175,11 +175,11 @@ class Blockwise8:
         temporaries stay in cache."""
         n = flat.numel()
         whole = n - n % BLOCK
-        if torch.compiler.is_compiling() or flat.device.type != "cpu":
-            parts = [(0, flat[:whole].view(-1, BLOCK))] if whole else []
+        if pieces.splittable({"flat": flat}):
+            runs = range(0, whole, pieces.PIECE)
+            parts = [(s, flat[s : min(s + pieces.PIECE, whole)].view(-1, BLOCK)) for s in runs]
         else:
-            runs = range(0, whole, PIECE)
-            parts = [(s, flat[s : min(s + PIECE, whole)].view(-1, BLOCK)) for s in runs]
+            parts = [(0, flat[:whole].view(-1, BLOCK))] if whole else []
         return parts + ([(whole, flat[whole:].view(1, -1))] if whole < n else [])
 
     def _encode(self, value: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,9 +193,7 @@ class Blockwise8:
                 draw = bits.to(torch.float32) * (1.0 / 2**24)
             codes.append(dynamic_map.encode(normalized, self.signed, draw).view(-1))
             maxima.append(absmax.view(-1))
-        index = codes[0] if len(codes) == 1 else torch.cat(codes)
-        absmax = maxima[0] if len(maxima) == 1 else torch.cat(maxima)
-        return index.view(value.shape), absmax
+        return _joined(codes).view(value.shape), _joined(maxima)
 
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         index, absmax = self._encode(value, 0)
@@ -210,13 +208,17 @@ class Blockwise8:
             block = start // BLOCK
             scale = absmax[block : block + part.shape[0]].view(-1, 1)
             values.append((dynamic_map.decode(part, self.signed) * scale).view(-1).to(dtype))
-        value = values[0] if len(values) == 1 else torch.cat(values)
-        return value.view(index.shape)
+        return _joined(values).view(index.shape)
 
     def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
         index, absmax = self._encode(value, key)
         st[name].copy_(index)  # type: ignore[union-attr]
         st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The 1-D parts one after another (the part itself where there is one)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def check_stored_values(what: str, buf: Any, entry: Mapping[str, Any]) -> None:

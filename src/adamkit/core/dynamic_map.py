@@ -23,6 +23,9 @@ code is stored exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 
 ZERO_SIGNED = 127  # the code index of 0 in the signed map
@@ -48,14 +51,22 @@ _SCALES = {signed: _decade_scales(decades(signed)) for signed in (True, False)}
 
 def magnitude(q: torch.Tensor, signed: bool) -> torch.Tensor:
     """m(q) for magnitude numbers ``q`` (float32, integer-valued, 0 ≤ q ≤ 2^D − 2)."""
-    scales = _SCALES[signed]
     number = q + 1.0  # decade d holds the numbers 2^d .. 2^(d+1) − 1
-    power, scale = torch.where(number >= 2.0, 2.0, 1.0), torch.where(number >= 2.0, *scales[1::-1])
-    for d in range(2, len(scales)):
-        above = number >= 2.0**d
-        power = torch.where(above, 2.0**d, power)
-        scale = torch.where(above, scales[d], scale)
+    powers = tuple(2.0**d for d in range(decades(signed)))
+    power, scale = _by_decade(lambda d: number >= powers[d], powers, _SCALES[signed])
     return scale * (power + 9.0 * (number + 1.0 - power))
+
+
+def _by_decade(
+    reaches: Callable[[int], torch.Tensor], *columns: Sequence[float]
+) -> list[torch.Tensor]:
+    """Each column's value of every element's decade, where ``reaches(d)`` tells which elements
+    are in decade d or above (d ≥ 1): a chain of selects per column."""
+    out: list[Any] = [column[0] for column in columns]
+    for d in range(1, len(columns[0])):
+        above = reaches(d)
+        out = [torch.where(above, column[d], o) for column, o in zip(columns, out, strict=True)]
+    return out
 
 
 def codes(signed: bool) -> torch.Tensor:
@@ -96,18 +107,17 @@ def encode(normalized: torch.Tensor, signed: bool, draw: torch.Tensor | None) ->
     two codes around |x|, the upper with probability (|x| − lower)/(upper − lower) where
     ``draw`` holds uniform numbers in [0, 1) (stochastic rounding: unbiased), else the nearer
     one (ties up)."""
-    count = decades(signed)
-    scales, reciprocals, tops = _SCALES[signed], _RECIPROCALS[signed], _TOPS[signed]
+    tops = _TOPS[signed]
     a = normalized.abs()
     # the decade of a (a > the tops of the decades below it): its 2^d, K_d, 1/K_d, and the
     # code below its first step (the top of the decade below; 0 below decade 0)
-    power, scale, reciprocal, floor = 1.0, scales[0], reciprocals[0], 0.0
-    for d in range(1, count):
-        above = a > tops[d - 1]
-        power = torch.where(above, 2.0**d, power)
-        scale = torch.where(above, scales[d], scale)
-        reciprocal = torch.where(above, reciprocals[d], reciprocal)
-        floor = torch.where(above, tops[d - 1], floor)
+    power, scale, reciprocal, floor = _by_decade(
+        lambda d: a > tops[d - 1],
+        tuple(2.0**d for d in range(decades(signed))),
+        _SCALES[signed],
+        _RECIPROCALS[signed],
+        (0.0, *tops[:-1]),
+    )
     # the step whose code is the first at or above a (to rounding; the fraction below is
     # clamped, so a neighbour off by one still gives one of the two codes around a)
     step = torch.ceil((a * reciprocal - power) * (1.0 / 9.0))

@@ -10,7 +10,7 @@ the same objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -141,8 +141,7 @@ def update_plan(
         return
 
     def step_piece(t: Mapping[str, torch.Tensor], start: int) -> None:
-        slot = {n: t[f"slot {n}"] for n in plan.slot}
-        state = {n: t[f"state {n}"] for n in stored}
+        slot, state = _unnamed(t, plan.slot, stored)
         update_one(rule, slot, t["grad"], state, *common, offset=first + start)
 
     in_numbered_pieces(step_piece, whole)
@@ -177,9 +176,8 @@ def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, A
     while True:
         sums: list[list[torch.Tensor]] = []  # per piece, the sums of reductions not yet known
         for piece, start in numbered_pieces(whole):
-            slot = {n: piece[f"slot {n}"] for n in plan.slot}
-            state = {**{n: t.clone() for n, t in single.items()}}
-            state.update({n: piece[f"state {n}"] for n in full})
+            slot, state = _unnamed(piece, plan.slot, full)
+            state.update({n: t.clone() for n, t in single.items()})
             staged = reduce.Staged(numel, known)
             reduce.PARTS.append(staged)
             try:
@@ -221,8 +219,8 @@ def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, 
     if shards is None:
         return False
     local, first = shards
-    slot = {n: local[f"slot {n}"] for n in plan.slot}
-    state = {**plan.state, **{n: local[f"state {n}"] for n in sharded}}
+    slot, local_state = _unnamed(local, plan.slot, sharded)
+    state = {**plan.state, **local_state}
     common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
     reduce.PARTS.append(reduce.Shards(group, plan.slot["param"].numel()))
     try:
@@ -242,6 +240,13 @@ def _named(
         **{f"slot {n}": v for n, v in slot.items()},
         **{f"state {n}": v for n, v in state.items()},
     }
+
+
+def _unnamed(
+    named: Mapping[str, torch.Tensor], slot: Iterable[str], state: Iterable[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The slot and state dicts (of the names given) back from :func:`_named`'s form."""
+    return {n: named[f"slot {n}"] for n in slot}, {n: named[f"state {n}"] for n in state}
 
 
 def real_view(t: torch.Tensor) -> torch.Tensor:
