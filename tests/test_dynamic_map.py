@@ -99,3 +99,12 @@ def test_block_codec_in_pieces_equals_one_run(
     # within the top decade's step (0.9/64 of a block's maximum) of the value
     bound = 0.9 / 64 * value.abs().max().item()
     torch.testing.assert_close(in_pieces["loaded"], value, rtol=0, atol=bound)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_eager_lookup_decodes_every_index_as_the_traced_arithmetic(signed: bool) -> None:
+    every = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    assert torch.equal(dynamic_map.decode(every, signed), dynamic_map._decoded(every, signed))
+    assert torch.equal(
+        dynamic_map.decode(every[: 255 if signed else 256], signed), dynamic_map.codes(signed)
+    )

@@ -30,7 +30,7 @@ import torch
 
 from adamkit.core import dynamic_map, pieces
 from adamkit.core.pieces import in_numbered_pieces
-from adamkit.core.rounding import random_bits, stochastic_round
+from adamkit.core.rounding import Offset, random_bits, stochastic_round
 from adamkit.core.sharding import absolute_max, is_dtensor
 
 Rounding = Literal["stochastic", "nearest"]
@@ -39,7 +39,7 @@ BLOCK = 256
 
 
 def _round_to(
-    x: torch.Tensor, dtype: torch.dtype, rounding: Rounding, key: int, offset: int = 0
+    x: torch.Tensor, dtype: torch.dtype, rounding: Rounding, key: int, offset: Offset = 0
 ) -> torch.Tensor:
     if rounding == "stochastic":
         return stochastic_round(x, dtype, key, offset)
@@ -61,11 +61,19 @@ class Plain:
     The codec protocol: ``create`` the stored tensors from a first value, ``load`` the value in
     a compute dtype, ``store`` a new value with the key of its random bits; ``offset`` is the
     number, in the whole tensor, of the value's first element (element-wise codecs may be
-    stored piece by piece; the others are always stored whole, from element 0).
+    stored piece by piece, block-wise ones by runs of whole blocks with the matching runs of
+    their ``per_block`` tensors, the others whole, from element 0).
     """
 
     random = False  # whether ``store`` draws random bits (then it needs a distinct key per call)
     elementwise = True  # each element stored on its own: tensors may be concatenated
+    # Elements stored together (one scale per run of ``block``; None: the whole tensor): runs
+    # of whole blocks may be stored on their own, with the matching runs of ``per_block``.
+    block: int | None = 1
+
+    def per_block(self, name: str) -> tuple[str, ...]:
+        """The auxiliary stored tensors of buffer ``name`` with one value per block."""
+        return ()
 
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
@@ -76,7 +84,9 @@ class Plain:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype)  # type: ignore[union-attr]
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
+    def store(
+        self, st: Stored, name: str, value: torch.Tensor, key: int, offset: Offset = 0
+    ) -> None:
         dst = st[name]
         if value is not dst:
             dst.copy_(_unsharded_like(value, dst))  # type: ignore[union-attr, arg-type]
@@ -90,7 +100,9 @@ class Rounded(Plain):
         self.rounding = rounding
         self.random = rounding == "stochastic"
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
+    def store(
+        self, st: Stored, name: str, value: torch.Tensor, key: int, offset: Offset = 0
+    ) -> None:
         """Eagerly in pieces (:func:`~adamkit.core.pieces.in_numbered_pieces`): the rounding's
         temporaries stay in cache, and each piece draws its elements' own random bits."""
 
@@ -115,7 +127,9 @@ class Kahan(Plain):
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype) + st[f"{name}_kahan"].to(dtype)  # type: ignore[union-attr]
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
+    def store(
+        self, st: Stored, name: str, value: torch.Tensor, key: int, offset: Offset = 0
+    ) -> None:
         def store_piece(t: dict[str, torch.Tensor], start: int) -> None:
             hi = t["value"].to(self.dtype)
             t["hi"].copy_(hi)
@@ -132,6 +146,7 @@ class ScaledHalf:
     TARGET_EXPONENT = 14
 
     elementwise = False  # one scale per tensor
+    block = None
 
     def __init__(self, rounding: Rounding) -> None:
         self.rounding = rounding
@@ -150,7 +165,9 @@ class ScaledHalf:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype) * st[f"{name}_scale"].to(dtype)  # type: ignore[union-attr]
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
+    def store(
+        self, st: Stored, name: str, value: torch.Tensor, key: int, offset: Offset = 0
+    ) -> None:
         scale = self._scale(value)
         st[name].copy_(_round_to(value / scale, torch.float16, self.rounding, key))  # type: ignore[union-attr]
         st[f"{name}_scale"].copy_(scale)  # type: ignore[union-attr]
@@ -160,6 +177,7 @@ class Blockwise8:
     """uint8 indices into a dynamic quantization map, scaled per block of 256 by the absmax."""
 
     elementwise = False  # one scale per block of the tensor
+    block = BLOCK
 
     def __init__(self, signed: bool, rounding: Rounding) -> None:
         self.signed = signed
@@ -167,13 +185,21 @@ class Blockwise8:
         self.random = rounding == "stochastic"
 
     @staticmethod
+    def per_block(name: str) -> tuple[str, ...]:
+        return (f"{name}_absmax",)
+
+    @staticmethod
     def _parts(flat: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         """A flat tensor as (first element, view) pairs: runs of whole blocks as (blocks, 256)
         views, and its last, shorter block as a (1, rest) view if any. Traced, one run of
         all the whole blocks (a compiler fuses it; a padded copy would become a masked load of
         every element); eagerly on the CPU, runs of ``PIECE`` elements, so that the codec's
-        temporaries stay in cache."""
+        temporaries stay in cache. (The compiled path gives a tensor of whole blocks as
+        (blocks, 256) rows, whose flat view here is known to be whole blocks; a length
+        not known to be so would index every element modulo its runs.)"""
         n = flat.numel()
+        if n % BLOCK == 0 and not pieces.splittable({"flat": flat}):
+            return [(0, flat.view(-1, BLOCK))]
         whole = n - n % BLOCK
         if pieces.splittable({"flat": flat}):
             runs = range(0, whole, pieces.PIECE)
@@ -182,14 +208,16 @@ class Blockwise8:
             parts = [(0, flat[:whole].view(-1, BLOCK))] if whole else []
         return parts + ([(whole, flat[whole:].view(1, -1))] if whole < n else [])
 
-    def _encode(self, value: torch.Tensor, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(
+        self, value: torch.Tensor, key: int, offset: Offset = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         codes, maxima = [], []
         for start, part in self._parts(value.reshape(-1).to(torch.float32)):
             absmax = part.abs().amax(dim=1, keepdim=True)
             normalized = part / torch.where(absmax > 0, absmax, 1.0)
             draw = None
             if self.rounding == "stochastic":
-                bits = random_bits(normalized, key, 24, start)
+                bits = random_bits(normalized, key, 24, offset + start)
                 draw = bits.to(torch.float32) * (1.0 / 2**24)
             codes.append(dynamic_map.encode(normalized, self.signed, draw).view(-1))
             maxima.append(absmax.view(-1))
@@ -210,8 +238,10 @@ class Blockwise8:
             values.append((dynamic_map.decode(part, self.signed) * scale).view(-1).to(dtype))
         return _joined(values).view(index.shape)
 
-    def store(self, st: Stored, name: str, value: torch.Tensor, key: int, offset: int = 0) -> None:
-        index, absmax = self._encode(value, key)
+    def store(
+        self, st: Stored, name: str, value: torch.Tensor, key: int, offset: Offset = 0
+    ) -> None:
+        index, absmax = self._encode(value, key, offset)
         st[name].copy_(index)  # type: ignore[union-attr]
         st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]
 

@@ -7,7 +7,10 @@ for many tensors at a time, so that each tensor costs one fused pass over memory
 * Rules that do not look at shapes see 1-D views, compiled with dynamic sizes, so one graph
   serves every tensor; calls are padded with small dummy tensors to a fixed number of jobs, so
   one graph serves every call.
-* Large tensors go ``CHUNK`` to a call (``REDUCING_CHUNK`` for rules with reductions). Small
+* Large tensors go ``CHUNK`` jobs to a call (``REDUCING_CHUNK`` for rules with reductions):
+  a job is a tensor, or, for state stored in blocks (8-bit), a run of its whole blocks viewed
+  as rows (:mod:`adamkit.core.jobs`), whose random bits are numbered from the run's first
+  element, which the call passes with the parameter's index. Small
   ones (at most ``MERGE_NUMEL`` elements) are merged when the rule allows it (element-wise, or
   coupled only through per-tensor reductions, which then run per segment): their state lives in
   flat buffers, parameters and gradients are copied in and out with batched copies, and one
@@ -35,6 +38,7 @@ import torch
 from adamkit.core import pieces
 from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
+from adamkit.core.jobs import Job, jobs_of
 from adamkit.core.reduce import Segments
 
 # Jobs per compiled call: more jobs, fewer calls (~20 us each) but a longer first compile
@@ -111,9 +115,9 @@ def compiler_available() -> bool:
 # ------------------------------------------------------------------------- calls of a step
 
 
-def _job(plan: Plan) -> list[torch.Tensor]:
-    """A dummy's tensors as the compiled body reads them: stored tensors, then the gradient."""
-    return [*plan.state_views, plan.grad_view(real_view(plan.p.grad))]
+def _job_numbers(jobs: Sequence[Job], device: torch.device) -> torch.Tensor:
+    """The (index, first element) of each job of a call, as the compiled body reads them."""
+    return torch.tensor([[j.index, j.start] for j in jobs], dtype=torch.int64, device=device)
 
 
 class _Call:
@@ -135,30 +139,46 @@ class _Call:
 
 
 class Chunk(_Call):
-    """Up to ``CHUNK`` tensors updated by one compiled call (padded with dummies)."""
+    """Up to ``CHUNK`` jobs updated by one compiled call (padded with dummies)."""
 
     kind = "chunk"
 
-    def __init__(self, plans: list[Plan], dummies: list[Plan]) -> None:
-        self.plans = plans
-        self.recompute = any(plan.p.numel() > LARGE_NUMEL for plan in plans)
+    def __init__(self, jobs: list[Job], dummies: list[Job]) -> None:
+        self.jobs = jobs
+        self.plans = _distinct([job.plan for job in jobs])
+        self.recompute = any(job.numel > LARGE_NUMEL for job in jobs)
         self.tensors: list[torch.Tensor | None] = []
         self.grad_at: list[int] = []
-        for plan in plans:
-            self.tensors += plan.state_views
+        for job in jobs:
+            self.tensors += job.views
             self.grad_at.append(len(self.tensors))
             self.tensors.append(None)  # this step's gradient; no reference kept between steps
-        for dummy in dummies[len(plans) :]:
-            self.tensors += _job(dummy)
-        device = plans[0].p.device
-        jobs = plans + dummies[len(plans) :]
-        self.indices = torch.tensor([j.index for j in jobs], dtype=torch.int64, device=device)
+        for dummy in dummies[len(jobs) :]:
+            self.tensors += dummy.tensors(real_view(dummy.plan.p.grad))  # type: ignore[arg-type]
+        padded = jobs + dummies[len(jobs) :]
+        self.indices = _job_numbers(padded, jobs[0].plan.p.device)
 
     def run(self, config: Configuration, scalars: Any) -> None:
         tensors = list(self.tensors)
-        for at, plan in zip(self.grad_at, self.plans, strict=True):
-            tensors[at] = plan.grad_view(real_view(plan.p.grad))  # type: ignore[arg-type]
+        for at, job in zip(self.grad_at, self.jobs, strict=True):
+            tensors[at] = job.grad_view(real_view(job.plan.p.grad))  # type: ignore[arg-type]
         self.invoke(config, tensors, scalars)  # type: ignore[arg-type]
+
+    def fallback(self, rule: Any, k: Mapping[str, Any]) -> list[Plan]:
+        """Where this call's configuration failed to compile: the jobs that are
+        runs of a tensor are stepped here (the rest of the tensor may be stepped by other
+        calls); the plans of whole jobs are returned, for the eager path."""
+        whole = []
+        for job in self.jobs:
+            if job.stop is None:
+                whole.append(job.plan)
+            else:
+                job.step_eagerly(rule, real_view(job.plan.p.grad), k)  # type: ignore[arg-type]
+        return whole
+
+
+def _distinct(plans: list[Plan]) -> list[Plan]:
+    return list({id(plan): plan for plan in plans}.values())
 
 
 class Merged(_Call):
@@ -177,7 +197,7 @@ class Merged(_Call):
     The buffers of the parameters and gradients cost 2 × element size per merged element.
     """
 
-    def __init__(self, plans: list[Plan], dummies: list[Plan], segmented: bool = False) -> None:
+    def __init__(self, plans: list[Plan], dummies: list[Job], segmented: bool = False) -> None:
         self.plans = plans
         sizes = [plan.state_views[0].numel() for plan in plans]
         uniform = segmented and len(set(sizes)) == 1
@@ -224,14 +244,17 @@ class Merged(_Call):
             self.tensors += [ids, counts.to(first.exact), starts]
             dummies = []
         for dummy in dummies[1:]:
-            self.tensors += _job(dummy)
-        indices = [first.index] + [d.index for d in dummies[1:]]
-        self.indices = torch.tensor(indices, dtype=torch.int64, device=device)
+            self.tensors += dummy.tensors(real_view(dummy.plan.p.grad))  # type: ignore[arg-type]
+        self.indices = _job_numbers([Job(first), *dummies[1:]], device)
 
     def run(self, config: Configuration, scalars: Any) -> None:
         self.copy_in()
         self.invoke(config, self.tensors, scalars)
         self.copy_out()
+
+    def fallback(self, rule: Any, k: Mapping[str, Any]) -> list[Plan]:
+        """Where the configuration failed to compile: the plans, for the eager path."""
+        return self.plans
 
     def step_eagerly(self, rule: Any, k: Mapping[str, Any]) -> None:
         """The same job on the eager path: :func:`update_one` on the flat buffers, with the
@@ -293,24 +316,18 @@ Call = Chunk | Merged
 
 
 class Bucket:
-    """The plans of one signature as compiled calls: small tensors merged (when the rule and
-    their storage allow it), the rest in chunks as long as the padding ``dummies``."""
+    """Compiled calls of jobs of one signature: merged small tensors, or chunks of jobs."""
 
-    def __init__(self, plans: list[Plan], dummies: list[Plan] | None, merge: str | None) -> None:
-        self.plans = plans
-        self.first = plans[0]
-        self.calls: list[Call] = []
-        if dummies is None:
-            return
-        groups, large = split_small(plans, merge)
-        segmented = merge == "segmented"
-        for group in groups:
-            self.calls.append(Merged(group, [] if segmented else dummies, segmented))
-        # huge tensors last, so that they share calls (which recompute) with few others
-        large.sort(key=lambda plan: plan.p.numel() > LARGE_NUMEL)
-        size = len(dummies)
-        for start in range(0, len(large), size):
-            self.calls.append(Chunk(large[start : start + size], dummies))
+    def __init__(self, first: Job, calls: list[Call]) -> None:
+        self.first, self.calls = first, calls
+
+
+def chunks(jobs: list[Job], dummies: list[Job]) -> list[Call]:
+    """Jobs in calls as long as the padding ``dummies``; huge ones last, so that they share
+    calls (which recompute) with few others."""
+    jobs = sorted(jobs, key=lambda job: job.numel > LARGE_NUMEL)
+    size = len(dummies)
+    return [Chunk(jobs[start : start + size], dummies) for start in range(0, len(jobs), size)]
 
 
 def by_signature(plans: list[Plan]) -> tuple[list[list[Plan]], list[Plan]]:
@@ -374,15 +391,39 @@ def merge_kind(opt: Any, ndim: int) -> str | None:
 
 
 class Arrangement:
-    """A set of plans arranged for the compiled path: buckets by signature, and the plans the
-    compiled path cannot take (left for the eager path)."""
+    """A set of plans arranged for the compiled path: buckets of calls by signature, and the
+    plans the compiled path cannot take (left for the eager path).
+
+    Small tensors are merged where the rule and their storage allow it; the others are cut into
+    jobs (:func:`adamkit.core.jobs.jobs_of`: whole, or runs of blocks), which go into chunks by
+    their signature. A tensor with a job of a signature that cannot be compiled (no stand-in
+    has it) is left whole to the eager path."""
 
     def __init__(self, path: CompiledPath, opt: Any, plans: list[Plan], hyper: Any) -> None:
         buckets, self.eager = by_signature(plans)
-        self.buckets = []
+        self.buckets: list[Bucket] = []
+        jobs: dict[tuple, list[Job]] = {}
         for bucket in buckets:
             merge = bucket_merge(opt, bucket)
-            self.buckets.append(Bucket(bucket, path.dummies(opt, bucket[0], hyper, merge), merge))
+            groups, large = split_small(bucket, merge)
+            pads = path.dummies(opt, Job(bucket[0]), hyper, merge) if groups else None
+            if groups and pads is None:
+                large = bucket
+            elif groups:
+                segmented = merge == "segmented"
+                merged = [Merged(g, [] if segmented else pads, segmented) for g in groups]  # type: ignore[arg-type]
+                self.buckets.append(Bucket(Job(bucket[0]), merged))  # type: ignore[arg-type]
+            for plan in large:
+                elementwise = elementwise_on(opt, plan.slot["param"].ndim)
+                cut = jobs_of(plan, elementwise)
+                if any(path.dummies(opt, job, hyper, None) is None for job in cut):
+                    self.eager.append(plan)
+                    continue
+                for job in cut:
+                    jobs.setdefault(job.signature, []).append(job)  # type: ignore[arg-type]
+        for alike in jobs.values():
+            pads = path.dummies(opt, alike[0], hyper, None)
+            self.buckets.append(Bucket(alike[0], chunks(alike, pads)))  # type: ignore[arg-type]
 
 
 class CompiledPath:
@@ -390,7 +431,7 @@ class CompiledPath:
     calls (on stand-ins) that each function is first compiled and tried on."""
 
     def __init__(self) -> None:
-        self.pads: dict[tuple, list[Plan] | None] = {}
+        self.pads: dict[tuple, list[Job] | None] = {}
         self.trials: dict[tuple[tuple, str], Call] = {}
 
     def arrange(self, opt: Any, plans: list[Plan], hyper: Any) -> Arrangement:
@@ -404,11 +445,9 @@ class CompiledPath:
         scalars: dict[tuple, Any] = {}
         for bucket in work.buckets:
             first = bucket.first
-            place = (first.exact, first.p.device)
+            place = (first.plan.exact, first.plan.p.device)
             if place not in scalars:
                 scalars[place] = scalar_tensors(k, floats, ints, *place)
-            if not bucket.calls:
-                leftover.extend(bucket.plans)
             for call in bucket.calls:
                 if call.numbers == numbers and call.config is not None:
                     config: Configuration | None = call.config  # as on the last step
@@ -416,7 +455,7 @@ class CompiledPath:
                     config = self._configuration(opt, first, call, static, numbers, scalars[place])
                     call.numbers = numbers
                 if config is None:
-                    leftover.extend(call.plans)
+                    leftover.extend(call.fallback(opt.rule, k))
                 else:
                     call.run(config, scalars[place])
         return leftover
@@ -424,14 +463,14 @@ class CompiledPath:
     def _configuration(
         self,
         opt: Any,
-        first: Plan,
+        job: Job,
         call: Call,
         static: dict[str, Any],
         numbers: tuple[tuple, tuple[str, ...], tuple[str, ...]],
         scalars: Any,
     ) -> Configuration | None:
-        kind = call.kind
-        trial = self.trials.get((first.signature, kind))
+        kind, first = call.kind, job.plan
+        trial = self.trials.get((job.signature, kind))  # type: ignore[arg-type]
         if trial is None:
             return None
         bindings = {
@@ -448,17 +487,18 @@ class CompiledPath:
             "UNIFORM": kind == "uniform",
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
         }
-        key = (type(opt), first.signature, kind, call.recompute, *numbers)
+        key = (type(opt), job.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
 
-    def dummies(self, opt: Any, like: Plan, hyper: Any, merge: str | None) -> list[Plan] | None:
+    def dummies(self, opt: Any, like: Job, hyper: Any, merge: str | None) -> list[Job] | None:
         """The stand-ins that pad chunk calls of ``like``'s signature, as many as a chunk's
         jobs: ``CHUNK`` for element-wise rules, ``REDUCING_CHUNK`` for the others. Made once
         per signature, with the trial calls of the kinds of call it needs."""
         sig = like.signature
         if sig not in self.pads:
             size = CHUNK if opt.elementwise else REDUCING_CHUNK
-            pads = self.pads[sig] = self.stand_ins(opt, like, hyper, size)
+            plans = self.stand_ins(opt, like, hyper, size)
+            pads = self.pads[sig] = None if plans is None else [_like(p, like) for p in plans]
             if pads is not None:
                 self.trials[sig, "chunk"] = Chunk(pads[:1], pads)
         pads = self.pads[sig]
@@ -470,22 +510,29 @@ class CompiledPath:
 
     @staticmethod
     def stand_ins(
-        opt: Any, like: Plan, hyper: Any, count: int, alike: bool = False
+        opt: Any, like: Job, hyper: Any, count: int, alike: bool = False
     ) -> list[Plan] | None:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
-        tie them together, or, with ``alike``, are equal (a uniform segmented merge). None
+        tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
+        jobs get whole blocks, at least two rows (Dynamo specialises a size of one). None
         where no such stand-in has the same signature."""
-        view = like.slot["param"]
+        view = like.plan.slot["param"]
         out = []
         for j in range(count):
-            length = STAND_IN_LENGTH + (0 if alike else j)
+            step = 0 if alike else j
+            length = like.block * (2 + step) if like.rows else STAND_IN_LENGTH + step
             leading = (((2 if alike else j + 2),) + (2,) * (view.ndim - 2))[: view.ndim - 1]
             shape = (*leading, length) if opt.shaped else (length,)
-            p = torch.ones(shape, dtype=like.p.dtype, device=view.device, requires_grad=True)
+            p = torch.ones(shape, dtype=like.plan.p.dtype, device=view.device, requires_grad=True)
             p.grad = torch.ones_like(p)
-            plan = opt.standalone_plan(p, (1 << 30) + j, hyper, like)
-            if plan.signature != like.signature:
+            plan = opt.standalone_plan(p, (1 << 30) + j, hyper, like.plan)
+            if plan.signature is None or _like(plan, like).signature != like.signature:
                 return None
             out.append(plan)
         return out
+
+
+def _like(plan: Plan, like: Job) -> Job:
+    """A stand-in plan as one job of ``like``'s layout."""
+    return Job(plan, 0, plan.slot["param"].numel(), rows=True) if like.rows else Job(plan)

@@ -20,7 +20,7 @@ from adamkit.core.codecs import Plain
 from adamkit.core.pieces import in_numbered_pieces, numbered_pieces, splittable
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
-from adamkit.core.rounding import stream_key
+from adamkit.core.rounding import Offset, stream_key
 from adamkit.core.sharding import is_dtensor, local_shards, row_shard_group
 
 PARAM_STREAM = 1 << 16  # the buffer position of the parameter's own random stream
@@ -39,7 +39,7 @@ def update_one(
     exact: torch.dtype,
     segments: Segments | None = None,
     scalars: tuple[str, ...] = (),
-    offset: int = 0,
+    offset: Offset = 0,
     private: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One tensor's step: decode, rule, encode. Shared by the eager and the compiled paths.
@@ -88,7 +88,7 @@ def store_state(
     values: Mapping[str, torch.Tensor],
     k: Mapping[str, Any],
     index: Any,
-    offset: int = 0,
+    offset: Offset = 0,
     names: tuple[str, ...] | None = None,
 ) -> None:
     """Round the new state ``values`` into storage (those in ``names``, else all), each buffer

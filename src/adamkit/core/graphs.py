@@ -71,6 +71,7 @@ _SOURCE = re.compile(
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
     # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES.
+    # ``indices``: each job's parameter index and the number of its first element.
     floats, ints = scalars
     segments = None
     if SEGMENTED:  # noqa: F821
@@ -98,10 +99,11 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
             CODECS,  # noqa: F821
             PCODEC,  # noqa: F821
             k,
-            indices[i],
+            indices[i, 0],
             EXACT,  # noqa: F821
             segments if i == 0 else None,
             SCALAR_NAMES,  # noqa: F821
+            indices[i, 1],
         )
 
 

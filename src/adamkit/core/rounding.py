@@ -20,6 +20,9 @@ import torch
 
 from adamkit.core.sharding import is_dtensor, like_dtensor, local_numbers
 
+# The number of a tensor's first element in the whole tensor: a 0-d int64 tensor on the
+# compiled path, whose jobs may be runs of a tensor's elements.
+Offset = int | torch.Tensor
 _MASK32 = 0xFFFFFFFF
 # Multiplier of a well-mixing 32-bit integer hash (x ^= x >> 16; x *= C; twice). It is below
 # 2^31, so products of 32-bit values stay inside int64 without overflow.
@@ -66,7 +69,7 @@ def _as_int32(key: int | torch.Tensor) -> int | torch.Tensor:
 
 
 def random_bits(
-    like: torch.Tensor, key: int | torch.Tensor, count: int, offset: int = 0
+    like: torch.Tensor, key: int | torch.Tensor, count: int, offset: Offset = 0
 ) -> torch.Tensor:
     """``count`` (1 to 24) random bits per element of ``like``, from ``key``: int32 values in
     [0, 2^count). Elements are numbered from ``offset``: a piece of a tensor that starts at its
@@ -87,7 +90,11 @@ def random_bits(
     if not 1 <= count <= 24:
         raise ValueError(f"random_bits draws 1 to 24 bits per element, got count={count}")
     n = like.numel()
-    if offset + n <= 1 << 31:
+    if isinstance(offset, torch.Tensor):  # traced: a job's first element, a 0-d int64 tensor
+        # int32 sums wrap around modulo 2^32, which is all an element's bits depend on
+        start = offset.to(torch.int32)
+        index = torch.arange(n, device=like.device, dtype=torch.int32) + start
+    elif offset + n <= 1 << 31:
         index = torch.arange(offset, offset + n, device=like.device, dtype=torch.int32)
     else:
         index = torch.arange(offset, offset + n, device=like.device, dtype=torch.int64)
@@ -103,7 +110,7 @@ def hashed_bits(index: torch.Tensor, key: int | torch.Tensor, count: int) -> tor
 
 
 def stochastic_round(
-    x: torch.Tensor, dtype: torch.dtype, key: int | torch.Tensor, offset: int = 0
+    x: torch.Tensor, dtype: torch.dtype, key: int | torch.Tensor, offset: Offset = 0
 ) -> torch.Tensor:
     """Round ``x`` to bfloat16 or float16 stochastically, with random bits drawn from ``key``
     for elements numbered from ``offset`` (:func:`random_bits`).

@@ -52,7 +52,8 @@ from adamkit.core.compiled import (
     worth_compiling,
 )
 from adamkit.core.eager import EagerPath
-from adamkit.core.execute import Plan, real_view, update_plan
+from adamkit.core.execute import Plan, real_view
+from adamkit.core.jobs import update_eagerly
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import (
     ROUNDINGS,
@@ -351,7 +352,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def _update_eagerly(self, plans: list[Plan], k: Scalars) -> None:
         for plan in plans:
             elementwise = elementwise_on(self, plan.slot["param"].ndim)
-            update_plan(
+            update_eagerly(
                 self.rule,
                 plan,
                 real_view(plan.p.grad),

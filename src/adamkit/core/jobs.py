@@ -1,0 +1,165 @@
+"""Jobs: the unit of a compiled call, one planned tensor whole or a run of its blocks.
+
+A :class:`Job` holds the views that one :func:`~adamkit.core.execute.update_one` call reads and
+writes: a parameter's slot and state tensors, whole (1-D for rules that do not read shapes), or,
+where a buffer is stored in blocks (8-bit codes with one scale per 256 elements), a run of whole
+blocks viewed as (blocks, 256) rows, with the matching run of each per-block tensor, or the last,
+shorter block. Its ``start`` numbers its first element in the whole tensor, so that its
+stochastic rounding draws the bits of those elements (:func:`adamkit.core.rounding.random_bits`).
+
+Why rows: a compiled graph sees sizes as symbols. A 1-D length that the codec cuts into
+(blocks, 256) views is not known to be whole blocks, so inductor indexes every element
+modulo the runs, element by element (unvectorized loads): 8-bit AdamW took 17 ns per element
+on 2^20 elements, 6 ns as rows (one process, interleaved: /tmp probe, session 20). Why runs: the
+compiled encoding keeps each new value between the block maxima and the codes, a tensor-sized
+temporary (13 bytes per parameter for AdamW on 25M elements); in runs of ``RUN`` elements it
+is a run's. Runs need an element-wise rule (a per-tensor reduction spans every run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from adamkit.core import pieces
+from adamkit.core.execute import Plan, Rule, update_one, update_plan
+
+# Elements per run of a block-coded tensor (a multiple of every block): on the compiled path,
+# and on the eager one, whose encoding holds some 70 bytes per element of a run (a quarter of
+# ``pieces.PIECE`` holds 0.29 bytes per parameter of a 2^24-element tensor, a whole piece 1.16).
+RUN = 1 << 17
+EAGER_RUN = pieces.PIECE // 4
+
+
+class Job:
+    """Elements ``start`` to ``stop`` of a planned tensor as one job (the whole tensor when
+    ``stop`` is None), as (blocks, block) rows with ``rows``."""
+
+    __slots__ = ("block", "index", "numel", "plan", "rows", "signature", "start", "stop", "views")
+
+    def __init__(
+        self, plan: Plan, start: int = 0, stop: int | None = None, rows: bool = False
+    ) -> None:
+        self.plan, self.index, self.start, self.stop, self.rows = (
+            plan,
+            plan.index,
+            start,
+            stop,
+            rows,
+        )
+        self.block = block_of(plan) or 1
+        if stop is None:
+            self.views, self.numel = plan.state_views, plan.slot["param"].numel()
+            self.signature = plan.signature
+            return
+        per_block = _per_block_names(plan)
+        total = plan.slot["param"].numel()
+        names = (*plan.slot_names, *plan.state_names)
+        self.views = []
+        for name, view in zip(names, plan.state_views, strict=True):
+            if view.numel() == total:
+                self.views.append(self._shaped(view.reshape(-1)[start:stop]))
+            elif name in per_block:
+                self.views.append(view[start // self.block : -(-stop // self.block)])
+            else:
+                raise ValueError(f"state {name!r} of {tuple(view.shape)} does not split in runs")
+        self.numel = stop - start
+        self.signature = (*plan.signature, "rows") if rows else plan.signature  # type: ignore[misc]
+
+    def _shaped(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.view(-1, self.block) if self.rows else flat
+
+    def grad_view(self, grad: torch.Tensor) -> torch.Tensor:
+        """This job's part of the (real-viewed) gradient, shaped as its other tensors."""
+        if self.stop is None:
+            return self.plan.grad_view(grad)
+        return self._shaped(grad.reshape(-1)[self.start : self.stop])
+
+    def tensors(self, grad: torch.Tensor) -> list[torch.Tensor]:
+        """The job's tensors as a compiled call reads them: stored tensors, then the gradient."""
+        return [*self.views, self.grad_view(grad)]
+
+    def step_eagerly(self, rule: Rule, grad: torch.Tensor, k: Mapping[str, Any]) -> None:
+        """The job on the eager path: :func:`update_one` on its views."""
+        plan = self.plan
+        n_slot = len(plan.slot_names)
+        slot = dict(zip(plan.slot_names, self.views[:n_slot], strict=True))
+        state = dict(zip(plan.state_names, self.views[n_slot:], strict=True))
+        common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
+        update_one(rule, slot, self.grad_view(grad), state, *common, offset=self.start)
+
+
+def block_of(plan: Plan) -> int | None:
+    """The block of a plan stored in blocks (the largest codec block; None if a codec stores
+    whole tensors, or if every codec stores element by element)."""
+    blocks = [c.block for c in (plan.pcodec, *plan.codecs.values())]
+    if None in blocks or max(blocks) == 1:  # type: ignore[type-var]
+        return None
+    return max(blocks)  # type: ignore[type-var]
+
+
+def _per_block_names(plan: Plan) -> set[str]:
+    return {aux for name, codec in plan.codecs.items() for aux in codec.per_block(name)}
+
+
+def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
+    """The jobs of a planned tensor: itself, unless it is stored in blocks and not shaped
+    (:attr:`Plan.flat`); then, for an ``elementwise`` rule, runs of at most ``run`` (``RUN``) elements of
+    whole blocks as rows and the last, shorter block; for another rule, the tensor as rows if
+    it is whole blocks (its reductions span the tensor)."""
+    block = block_of(plan)
+    if block is None or not plan.flat or not _splits(plan, block):
+        return [Job(plan)]
+    n = plan.slot["param"].numel()
+    whole = n - n % block
+    if not elementwise:
+        return [Job(plan, 0, n, rows=True)] if whole == n else [Job(plan)]
+    run = RUN if run is None else run
+    runs = [Job(plan, s, min(s + run, whole), rows=True) for s in range(0, whole, run)]
+    return runs + ([Job(plan, whole, n)] if whole < n else [])
+
+
+def _splits(plan: Plan, block: int) -> bool:
+    """Whether every stored tensor is the parameter's size or one of a block codec's per-block
+    tensors (one value per block), so that runs of blocks may be cut out of each."""
+    n = plan.slot["param"].numel()
+    per_block = _per_block_names(plan)
+    blocks = -(-n // block)
+    return all(
+        t.numel() == n or (name in per_block and t.numel() == blocks)
+        for name, t in plan.stored.items()
+    ) and all(t.numel() == n for t in plan.slot.values())
+
+
+def update_eagerly(
+    rule: Rule,
+    plan: Plan,
+    grad: torch.Tensor,
+    k: Mapping[str, Any],
+    elementwise: bool,
+    per_tensor: bool = False,
+) -> None:
+    """The eager step of one planned tensor: a large tensor stored in blocks, under an
+    element-wise rule, in runs of ``EAGER_RUN`` elements of whole blocks (each run's decoded
+    buffers stay in cache instead of being tensor-sized temporaries); any other by
+    :func:`adamkit.core.execute.update_plan`."""
+    if elementwise and _runs_eagerly(plan):
+        flat = grad.reshape(-1)
+        for job in jobs_of(plan, True, EAGER_RUN):
+            job.step_eagerly(rule, flat, k)
+        return
+    update_plan(rule, plan, grad, k, elementwise, per_tensor)
+
+
+def _runs_eagerly(plan: Plan) -> bool:
+    view = plan.slot["param"]
+    return (
+        plan.signature is not None
+        and plan.flat
+        and block_of(plan) is not None
+        and view.device.type == "cpu"
+        and view.numel() > EAGER_RUN
+        and not torch.compiler.is_compiling()
+    )

@@ -1,0 +1,173 @@
+"""core.jobs: tensors stored in blocks (8-bit state) cut into runs of whole blocks, as rows,
+give the whole-tensor step, eagerly and compiled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import grad_stream, make_params
+
+import adamkit
+from adamkit.core import compiled, jobs
+from adamkit.core.codecs import BLOCK
+from adamkit.core.execute import Plan
+from adamkit.core.rounding import random_bits
+from adamkit.registry import available, optimizer_class
+
+ELEMENTWISE = tuple(n for n in available() if optimizer_class(n).elementwise)
+
+
+def _plan(opt: adamkit.AdamW, p: torch.Tensor) -> Plan:
+    return opt._plan_of(p, 0, opt._validated_hyper(0, opt.param_groups[0]))  # type: ignore[attr-defined]
+
+
+def _stepped_int8(numel: int, steps: int = 1) -> tuple[adamkit.AdamW, torch.Tensor]:
+    p = torch.nn.Parameter(torch.randn(numel))
+    opt = adamkit.AdamW([p], state_dtype="int8", backend="eager")
+    for _ in range(steps):
+        p.grad = torch.randn(numel)
+        opt.step()
+    return opt, p
+
+
+def test_runs_cover_every_element_once_as_rows_and_a_short_last_block() -> None:
+    numel = 5 * BLOCK * 4 + 100  # runs of 2 x 4 blocks and 1 x 4 blocks, then 100 elements
+    opt, p = _stepped_int8(numel)
+    plan = _plan(opt, p)
+    cut = jobs.jobs_of(plan, elementwise=True, run=4 * BLOCK)
+    assert [(j.start, j.stop, j.rows) for j in cut] == [
+        *((s, s + 4 * BLOCK, True) for s in range(0, 20 * BLOCK, 4 * BLOCK)),
+        (20 * BLOCK, numel, False),
+    ]
+    names = (*plan.slot_names, *plan.state_names)
+    for job in cut:
+        for name, view in zip(names, job.views, strict=True):
+            whole = plan.state_views[names.index(name)]
+            if name.endswith("_absmax"):
+                first = job.start // BLOCK
+                assert view.data_ptr() == whole[first:].data_ptr()
+                assert view.numel() == -(-job.numel // BLOCK)
+            else:
+                assert view.data_ptr() == whole[job.start :].data_ptr()
+                assert view.shape == ((job.numel // BLOCK, BLOCK) if job.rows else (job.numel,))
+        assert job.grad_view(p.grad).data_ptr() == p.grad[job.start :].data_ptr()
+
+
+def test_a_rule_with_reductions_takes_the_whole_tensor_as_rows_if_whole_blocks() -> None:
+    opt, p = _stepped_int8(3 * BLOCK)
+    (job,) = jobs.jobs_of(_plan(opt, p), elementwise=False)
+    assert job.rows and (job.start, job.stop) == (0, 3 * BLOCK)
+    opt, p = _stepped_int8(3 * BLOCK + 1)
+    (job,) = jobs.jobs_of(_plan(opt, p), elementwise=False)
+    assert not job.rows and job.stop is None  # the whole tensor, 1-D
+
+
+def test_tensors_stored_element_by_element_or_whole_are_one_job() -> None:
+    for state_dtype in ("bfloat16", "float16", None):
+        p = torch.nn.Parameter(torch.randn(4 * BLOCK))
+        p.grad = torch.randn_like(p)
+        opt = adamkit.AdamW([p], state_dtype=state_dtype, backend="eager")
+        opt.step()
+        (job,) = jobs.jobs_of(_plan(opt, p), elementwise=True, run=BLOCK)
+        assert job.stop is None and not job.rows
+
+
+def test_a_traced_offset_draws_the_bits_of_an_int_offset() -> None:
+    like = torch.empty(1000)
+    for offset in (0, 12345, (1 << 31) - 500):
+        expected = random_bits(like, 0x9E3779B9, 24, offset)
+        assert torch.equal(random_bits(like, 0x9E3779B9, 24, torch.tensor(offset)), expected)
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_eager_runs_equal_the_whole_tensor_bit_for_bit(
+    name: str, rounding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(piece: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        monkeypatch.setattr(jobs, "EAGER_RUN", piece)
+        gen = torch.Generator().manual_seed(5)
+        p = torch.nn.Parameter(torch.randn(5000, generator=gen) * 0.02)
+        opt = adamkit.create(
+            name, [p], lr=1e-2, backend="eager", state_dtype="int8", state_rounding=rounding
+        )
+        for _ in range(3):
+            p.grad = torch.randn(5000, generator=gen)
+            opt.step()
+        state = opt.state[p]
+        return p.detach().clone(), {n: t.clone() for n, t in state.items() if torch.is_tensor(t)}
+
+    calls: list[int] = []
+    original = jobs.Job.step_eagerly
+    monkeypatch.setattr(
+        jobs.Job,
+        "step_eagerly",
+        lambda self, *a: (calls.append(self.numel), original(self, *a))[1],
+    )
+    whole_p, whole_state = run(1 << 40)
+    assert calls == []
+    runs_p, runs_state = run(4 * BLOCK)  # four runs of 4 blocks, a run of 3, 136 elements
+    assert calls == ([4 * BLOCK] * 4 + [3 * BLOCK, 136]) * 3  # three steps
+    assert torch.equal(whole_p, runs_p)
+    for buffer, value in whole_state.items():
+        assert torch.equal(value, runs_state[buffer]), buffer
+
+
+@pytest.mark.slow
+def test_compiled_runs_match_the_eager_whole_tensor(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # one tensor in runs of 2 blocks and a short block, one of whole blocks, a small one
+    shapes = ((9 * BLOCK + 40,), (4, 2 * BLOCK), (50,))
+
+    def run(backend: str) -> tuple[list[torch.Tensor], adamkit.AdamW]:
+        params = make_params(torch.float32, shapes)
+        opt = adamkit.AdamW(params, backend=backend, state_dtype="int8", weight_decay=0.1)
+        grads = grad_stream(params)
+        for i in range(4):
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g.float()
+            opt.step()
+        return params, opt
+
+    eager, e_opt = run("eager")
+    monkeypatch.setattr(jobs, "RUN", 2 * BLOCK)
+    fast, c_opt = run("compiled")
+    assert "torch.compile failed" not in caplog.text  # compiled indeed, not the eager fallback
+    cut = [
+        (job.rows, job.numel)
+        for program in c_opt._programs.values()  # type: ignore[attr-defined]
+        for stage in program.stages
+        for bucket in stage.work.buckets
+        for call in bucket.calls
+        for job in getattr(call, "jobs", ())
+    ]
+    assert sorted(cut) == sorted(
+        [(True, 2 * BLOCK)] * 4
+        + [(True, BLOCK), (False, 40)]
+        + [(True, 2 * BLOCK)] * 4
+        + [(False, 50)]
+    )
+    for a, b in zip(fast, eager, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
+    # the same random bits: the codes agree but where float rounding moved a value across the
+    # boundary between two codes
+    for pa, pb in zip(fast, eager, strict=True):
+        for key, value in e_opt.state[pb].items():
+            if torch.is_tensor(value) and value.dtype == torch.uint8:
+                same = (c_opt.state[pa][key] == value).float().mean().item()
+                assert same > 0.99, key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["eager", "compiled"])
+def test_an_8bit_step_has_no_tensor_sized_temporaries(backend: str) -> None:
+    from adamkit.bench.speed import peak_step_bytes
+
+    numel = 1 << 24
+    p = torch.randn(numel).requires_grad_()
+    p.grad = torch.randn(numel)
+    opt = adamkit.AdamW([p], backend=backend, state_dtype="int8")
+    opt.step()
+    assert peak_step_bytes(opt.step) < numel  # below 1 byte per parameter
+    assert numel > compiled.LARGE_NUMEL
