@@ -47,6 +47,9 @@ from adamkit.core.reduce import Segments
 # ADAMKIT_COMPILE_CHUNK overrides both.
 CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "4"))
 REDUCING_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "2"))
+# State stored in blocks (8-bit) is decoded and encoded by select chains, which cost most of a
+# configuration's compile: one job per call (the calls of a tensor's runs cost ~20 us each).
+BLOCK_CHUNK = int(os.environ.get("ADAMKIT_COMPILE_CHUNK", "1"))
 MERGE_NUMEL = int(os.environ.get("ADAMKIT_MERGE_NUMEL", str(1 << 16)))
 # ATen's concatenation splits across threads above this many elements (its grain size), which
 # made one concatenation of a GPT-like model's 98 vectors (60k elements) three times as slow
@@ -492,11 +495,12 @@ class CompiledPath:
 
     def dummies(self, opt: Any, like: Job, hyper: Any, merge: str | None) -> list[Job] | None:
         """The stand-ins that pad chunk calls of ``like``'s signature, as many as a chunk's
-        jobs: ``CHUNK`` for element-wise rules, ``REDUCING_CHUNK`` for the others. Made once
+        jobs: ``BLOCK_CHUNK`` for state stored in blocks, else ``CHUNK`` for element-wise
+        rules and ``REDUCING_CHUNK`` for the others. Made once
         per signature, with the trial calls of the kinds of call it needs."""
         sig = like.signature
         if sig not in self.pads:
-            size = CHUNK if opt.elementwise else REDUCING_CHUNK
+            size = BLOCK_CHUNK if like.block > 1 else CHUNK if opt.elementwise else REDUCING_CHUNK
             plans = self.stand_ins(opt, like, hyper, size)
             pads = self.pads[sig] = None if plans is None else [_like(p, like) for p in plans]
             if pads is not None:
