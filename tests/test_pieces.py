@@ -35,6 +35,7 @@ def _steps(
     **options: object,
 ) -> tuple:
     monkeypatch.setattr(pieces, "PIECE", piece)
+    monkeypatch.setattr(pieces, "BLOCK_PIECE", piece)
     gen = torch.Generator().manual_seed(3)
     p = torch.nn.Parameter(torch.randn(numel, generator=gen, dtype=dtype) * 0.02)
     opt = adamkit.create(name, [p], lr=1e-2, weight_decay=0.01, backend="eager", **options)
@@ -103,6 +104,7 @@ FLOAT64_POLICIES = {
     "bf16-state": {"state_dtype": "bfloat16"},
     "fp16-state": {"state_dtype": "float16"},
     "kahan-state": {"state_dtype": "bfloat16", "state_rounding": "kahan"},
+    "int8-state": {"state_dtype": "int8"},
 }
 
 

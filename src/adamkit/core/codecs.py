@@ -152,6 +152,10 @@ class ScaledHalf:
         self.rounding = rounding
         self.random = rounding == "stochastic"
 
+    @staticmethod
+    def per_block(name: str) -> tuple[str, ...]:
+        return ()
+
     def _scale(self, value: torch.Tensor) -> torch.Tensor:
         amax = absolute_max(value.detach()).to(torch.float32)
         exponent = torch.ceil(torch.log2(amax)) - self.TARGET_EXPONENT

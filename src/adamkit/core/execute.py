@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from adamkit.core import reduce
+from adamkit.core import pieces, reduce
 from adamkit.core.codecs import Plain
 from adamkit.core.pieces import in_numbered_pieces, numbered_pieces, splittable
 from adamkit.core.precision import Codec
@@ -161,22 +161,34 @@ def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, A
     every piece for real: a rule whose statistics are all computed from its inputs (LAMB's
     ‖θ‖ and ‖u‖) reads its tensors twice. One-element state
     (a per-tensor statistic) is seen by every piece as it was before the step and stored once,
-    from the last piece. False, stepping nothing, where the tensors do not split into pieces or
-    a buffer is stored other than element by element or neither full-size nor one element."""
+    from the last piece. State stored in blocks (8-bit) takes pieces of ``BLOCK_PIECE`` whole
+    blocks, with the runs of its per-block maxima. False, stepping nothing, where the tensors
+    do not split into pieces or a buffer is stored whole (one scale per tensor) or is neither
+    full-size, nor per block, nor one element."""
     numel = plan.slot["param"].numel()
     full = {n: t for n, t in plan.stored.items() if t.numel() == numel}
-    single = {n: t for n, t in plan.stored.items() if t.numel() == 1 and n not in full}
-    whole = _named(grad, plan.slot, full)
-    if len(full) + len(single) != len(plan.stored) or not plan.stored_elementwise:
+    names = {aux for name, codec in plan.codecs.items() for aux in codec.per_block(name)}
+    blocked = {n: t for n, t in plan.stored.items() if n in names and n not in full}
+    single = {
+        n: t
+        for n, t in plan.stored.items()
+        if t.numel() == 1 and n not in full and n not in blocked
+    }
+    blocks = [c.block for c in (plan.pcodec, *plan.codecs.values())]
+    if len(full) + len(single) + len(blocked) != len(plan.stored) or None in blocks:
         return False
-    if not splittable(whole):
+    block = max(blocks)  # type: ignore[type-var]
+    size = None if block == 1 else pieces.BLOCK_PIECE
+    whole = _named(grad, plan.slot, full)
+    per_block = {f"state {n}": t for n, t in blocked.items()}
+    if not splittable(whole, size, per_block):
         return False
     common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
     known: list[torch.Tensor] = []
     while True:
         sums: list[list[torch.Tensor]] = []  # per piece, the sums of reductions not yet known
-        for piece, start in numbered_pieces(whole):
-            slot, state = _unnamed(piece, plan.slot, full)
+        for piece, start in numbered_pieces(whole, per_block, block, size):  # type: ignore[arg-type]
+            slot, state = _unnamed(piece, plan.slot, {**full, **blocked})
             state.update({n: t.clone() for n, t in single.items()})
             staged = reduce.Staged(numel, known)
             reduce.PARTS.append(staged)

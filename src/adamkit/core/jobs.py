@@ -26,11 +26,9 @@ import torch
 from adamkit.core import pieces
 from adamkit.core.execute import Plan, Rule, update_one, update_plan
 
-# Elements per run of a block-coded tensor (a multiple of every block): on the compiled path,
-# and on the eager one, whose encoding holds some 70 bytes per element of a run (a quarter of
-# ``pieces.PIECE`` holds 0.29 bytes per parameter of a 2^24-element tensor, a whole piece 1.16).
+# Elements per run of a block-coded tensor (a multiple of every block) on the compiled path;
+# eagerly, ``pieces.BLOCK_PIECE``.
 RUN = 1 << 17
-EAGER_RUN = pieces.PIECE // 4
 
 
 class Job:
@@ -142,12 +140,12 @@ def update_eagerly(
     per_tensor: bool = False,
 ) -> None:
     """The eager step of one planned tensor: a large tensor stored in blocks, under an
-    element-wise rule, in runs of ``EAGER_RUN`` elements of whole blocks (each run's decoded
+    element-wise rule, in runs of ``pieces.BLOCK_PIECE`` elements of whole blocks (each run's decoded
     buffers stay in cache instead of being tensor-sized temporaries); any other by
     :func:`adamkit.core.execute.update_plan`."""
     if elementwise and _runs_eagerly(plan):
         flat = grad.reshape(-1)
-        for job in jobs_of(plan, True, EAGER_RUN):
+        for job in jobs_of(plan, True, pieces.BLOCK_PIECE):
             job.step_eagerly(rule, flat, k)
         return
     update_plan(rule, plan, grad, k, elementwise, per_tensor)
@@ -160,6 +158,6 @@ def _runs_eagerly(plan: Plan) -> bool:
         and plan.flat
         and block_of(plan) is not None
         and view.device.type == "cpu"
-        and view.numel() > EAGER_RUN
+        and view.numel() > pieces.BLOCK_PIECE
         and not torch.compiler.is_compiling()
     )

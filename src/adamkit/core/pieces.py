@@ -19,6 +19,10 @@ from adamkit.core import reduce
 # Elements per piece: 1 MB per float32 tensor, so a dozen live tensors fit in a CPU's cache
 # while each operation still splits across threads.
 PIECE = 1 << 18
+# Elements per piece of state stored in blocks (8-bit): its eager encoding holds some 70 bytes
+# per element of a piece (pieces of ``PIECE`` held 1.16 bytes per parameter of a 2^24-element
+# tensor, of a quarter of that 0.29).
+BLOCK_PIECE = PIECE // 4
 # Above this many elements a temporary of the tensor's size is above glibc's largest mmap
 # threshold (32 MB in float32), so it would be fresh pages (page faults) on every step: rules
 # recompute an intermediate they need twice instead of keeping it (compiled: ``k["recompute"]``;
@@ -49,17 +53,35 @@ def in_numbered_pieces(
 
 def numbered_pieces(
     tensors: Mapping[str, torch.Tensor],
+    per_block: Mapping[str, torch.Tensor] | None = None,
+    block: int = 1,
+    size: int | None = None,
 ) -> list[tuple[dict[str, torch.Tensor], int]]:
     """The pieces of :func:`in_numbered_pieces`, each with the number of its first element:
-    consecutive runs of ``PIECE`` elements of the flattened tensors (views), or the tensors
-    themselves where they do not split."""
-    if not splittable(tensors):
-        return [(dict(tensors), 0)]
+    consecutive runs of ``size`` (``PIECE``) elements of the flattened tensors (views), or the
+    tensors themselves where they do not split. ``per_block`` tensors hold one value per
+    ``block`` elements (a multiple of which ``size`` must be): each piece takes the run of
+    them that belongs to its elements."""
+    per_block = per_block or {}
+    size = PIECE if size is None else size
+    if size % block:
+        raise ValueError(f"pieces of {size} elements do not hold whole blocks of {block}")
+    if not splittable(tensors, size, per_block):
+        return [({**tensors, **per_block}, 0)]
     flat = {name: t.view(-1) for name, t in tensors.items()}
     numel = next(iter(flat.values())).numel()
     return [
-        ({name: t[start : start + PIECE] for name, t in flat.items()}, start)
-        for start in range(0, numel, PIECE)
+        (
+            {
+                **{name: t[start : start + size] for name, t in flat.items()},
+                **{
+                    name: t[start // block : -(-(start + size) // block)]
+                    for name, t in per_block.items()
+                },
+            },
+            start,
+        )
+        for start in range(0, numel, size)
     ]
 
 
@@ -87,17 +109,23 @@ def norm_in_pieces(
     return reduce.norm_from_square_sum(torch.stack(squares).sum())
 
 
-def splittable(tensors: Mapping[str, torch.Tensor]) -> bool:
-    """Whether pieces give the whole-tensor result: eager, not segmented, and plain contiguous
-    CPU tensors of one size above a piece."""
-    values = list(tensors.values())
-    if torch.compiler.is_compiling() or reduce.ACTIVE or not values:
+def splittable(
+    tensors: Mapping[str, torch.Tensor],
+    size: int | None = None,
+    per_block: Mapping[str, torch.Tensor] | None = None,
+) -> bool:
+    """Whether pieces of ``size`` (``PIECE``) elements give the whole-tensor result: eager,
+    not segmented, and plain contiguous CPU tensors, ``tensors`` of one size above a piece
+    (and ``per_block`` ones, with one value per block of them)."""
+    if torch.compiler.is_compiling() or reduce.ACTIVE or not tensors:
         return False
-    numel = values[0].numel()
-    return numel > PIECE and all(
-        type(t) in reduce.PLAIN_TYPES
-        and t.device.type == "cpu"
-        and t.is_contiguous()
-        and t.numel() == numel
-        for t in values
+    size = PIECE if size is None else size
+    numel = next(iter(tensors.values())).numel()
+    return (
+        numel > size
+        and all(t.numel() == numel for t in tensors.values())
+        and all(
+            type(t) in reduce.PLAIN_TYPES and t.device.type == "cpu" and t.is_contiguous()
+            for t in (*tensors.values(), *(per_block or {}).values())
+        )
     )
