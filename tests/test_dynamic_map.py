@@ -108,3 +108,28 @@ def test_eager_lookup_decodes_every_index_as_the_traced_arithmetic(signed: bool)
     assert torch.equal(
         dynamic_map.decode(every[: 255 if signed else 256], signed), dynamic_map.codes(signed)
     )
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_eager_decade_lookup_encodes_as_the_traced_select_chains(
+    signed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = torch.Generator().manual_seed(11)
+    codes = dynamic_map.codes(signed)
+    values = torch.cat(
+        (
+            torch.rand(200_000, generator=gen) * 2 - 1,
+            (torch.rand(100_000, generator=gen) * 2 - 1)
+            * 10 ** -torch.randint(0, 8, (100_000,), generator=gen),
+            codes,
+            torch.nextafter(codes, torch.tensor(2.0)),
+            torch.nextafter(codes, torch.tensor(-2.0)),
+        )
+    ).clamp(-1 if signed else 0, 1)
+    values = values if signed else values.abs()
+    draw = torch.rand(values.shape, generator=gen)
+    eager = [dynamic_map.encode(values, signed, d) for d in (None, draw)]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the traced form
+    chained = [dynamic_map.encode(values, signed, d) for d in (None, draw)]
+    for a, b in zip(eager, chained, strict=True):
+        assert torch.equal(a, b)

@@ -104,6 +104,36 @@ _RECIPROCALS = {
 }
 
 
+def _encoding_columns(signed: bool) -> tuple[tuple[float, ...], ...]:
+    """Per decade: 2^d, K_d, 1/K_d, and the code below its first step (the top of the decade
+    below; 0 below decade 0)."""
+    tops = _TOPS[signed]
+    powers = tuple(2.0**d for d in range(decades(signed)))
+    return powers, _SCALES[signed], _RECIPROCALS[signed], (0.0, *tops[:-1])
+
+
+_LOOKUPS: dict[tuple[bool, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _decade_constants(a: torch.Tensor, signed: bool) -> list[torch.Tensor]:
+    """The encoding columns (:func:`_encoding_columns`) of the decade of each magnitude ``a``,
+    the decade whose top is the first at or above a. Traced, a chain of selects; eagerly, the
+    decade's number by a binary search in the tops (the count of tops below a, which is what
+    the chain's tests add up to) and a lookup in each column: the same values, in a few
+    operations instead of some thirty."""
+    tops = _TOPS[signed]
+    if torch.compiler.is_compiling():
+        return _by_decade(lambda d: a > tops[d - 1], *_encoding_columns(signed))
+    key = (signed, a.device)
+    if key not in _LOOKUPS:
+        bounds = torch.tensor(tops[:-1], dtype=torch.float32, device=a.device)
+        table = torch.tensor(_encoding_columns(signed), dtype=torch.float32, device=a.device)
+        _LOOKUPS[key] = (bounds, table)
+    bounds, table = _LOOKUPS[key]
+    decade = torch.bucketize(a, bounds)
+    return [torch.take(column, decade) for column in table]
+
+
 def decode(index: torch.Tensor, signed: bool) -> torch.Tensor:
     """The code (float32, in [−1, 1]) of each uint8 ``index``: traced, arithmetic that a
     compiler fuses into the loop that reads the indices; eagerly, a lookup in a table of what
@@ -128,17 +158,8 @@ def encode(normalized: torch.Tensor, signed: bool, draw: torch.Tensor | None) ->
     two codes around |x|, the upper with probability (|x| − lower)/(upper − lower) where
     ``draw`` holds uniform numbers in [0, 1) (stochastic rounding: unbiased), else the nearer
     one (ties up)."""
-    tops = _TOPS[signed]
     a = normalized.abs()
-    # the decade of a (a > the tops of the decades below it): its 2^d, K_d, 1/K_d, and the
-    # code below its first step (the top of the decade below; 0 below decade 0)
-    power, scale, reciprocal, floor = _by_decade(
-        lambda d: a > tops[d - 1],
-        tuple(2.0**d for d in range(decades(signed))),
-        _SCALES[signed],
-        _RECIPROCALS[signed],
-        (0.0, *tops[:-1]),
-    )
+    power, scale, reciprocal, floor = _decade_constants(a, signed)
     # the step whose code is the first at or above a (to rounding; the fraction below is
     # clamped, so a neighbour off by one still gives one of the two codes around a)
     step = torch.ceil((a * reciprocal - power) * (1.0 / 9.0))
