@@ -9,11 +9,12 @@ stochastic rounding draws the bits of those elements (:func:`adamkit.core.roundi
 
 Why rows: a compiled graph sees sizes as symbols. A 1-D length that the codec cuts into
 (blocks, 256) views is not known to be whole blocks, so inductor indexes every element
-modulo the runs, element by element (unvectorized loads): 8-bit AdamW took 17 ns per element
-on 2^20 elements, 6 ns as rows (one process, interleaved: /tmp probe, session 20). Why runs: the
-compiled encoding keeps each new value between the block maxima and the codes, a tensor-sized
-temporary (13 bytes per parameter for AdamW on 25M elements); in runs of ``RUN`` elements it
-is a run's. Runs need an element-wise rule (a per-tensor reduction spans every run).
+modulo the runs, element by element (unvectorized loads). Why runs: the compiled encoding
+keeps each new value between the block maxima and the codes, a tensor-sized temporary; in
+runs of ``RUN`` elements it is a run's. Runs need an element-wise rule (a per-tensor reduction
+spans every run). On one 25M tensor (``adamkit speed --state-dtype int8 --sets large``), 8-bit
+AdamW stepped in 403 ms holding 13.1 extra bytes per parameter before, in 105 ms holding 0.04
+in runs of rows, one job per call (``compiled.BLOCK_CHUNK``).
 """
 
 from __future__ import annotations
