@@ -1021,3 +1021,35 @@ def test_a_state_dict_replaced_by_a_copy_is_the_one_stepped(backend: str) -> Non
         opt.step()
     assert [opt.state[p]["step"] for p in params] == [4, 4, 4]
     assert old["step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state_rounding", ["stochastic", "kahan"])
+def test_compiled_kahan_pairs_keep_their_compensation(state_rounding: str) -> None:
+    # A Kahan pair stores hi = round(x) and lo = x - hi. Inductor computes bfloat16 values in
+    # float32 and dropped the round trip x -> bfloat16 -> float32 unless it emulates the casts,
+    # so lo was 0: updates below half a bfloat16 ulp were lost (graphs.INDUCTOR_OPTIONS).
+    stepped = {}
+    for backend in ("eager", "compiled"):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(1024).bfloat16())
+        opt = adamkit.AdamW(
+            [p],
+            backend=backend,
+            param_rounding="kahan",
+            state_dtype="bfloat16",
+            state_rounding=state_rounding,
+        )
+        p.grad = torch.randn_like(p)
+        opt.step()  # an update of about 1e-3, below half the ulp of most |p| ~ 1
+        state = opt.state[p]
+        pairs = {"param": p.detach().float() + state["param_kahan"].float()}
+        if state_rounding == "kahan":
+            for name in ("exp_avg", "exp_avg_sq"):
+                pairs[name] = state[name].float() + state[f"{name}_kahan"].float()
+        stepped[backend] = (pairs, state["param_kahan"])
+    (eager, _), (fast, fast_lo) = stepped["eager"], stepped["compiled"]
+    assert (fast_lo != 0).float().mean() > 0.9
+    for name, value in eager.items():
+        # a pair holds about 16 significant bits
+        torch.testing.assert_close(fast[name], value, rtol=2**-14, atol=1e-9, msg=name)

@@ -47,12 +47,16 @@ Function = Callable[..., None]
 # Loops of the same range may fuse without sharing a buffer (``aggressive_fusion``): with
 # core/codegen.py's ``_side_by_side_reductions``, two reductions over one tensor's range (RMS(θ)
 # and RMS(g) of Pre_LAMB) run as one pass.
+# Casts are emulated: inductor computes bfloat16 values in float32 and otherwise drops a round
+# trip float32 -> bfloat16 -> float32, which made a Kahan pair's lo = x - round(x) zero, losing
+# every update below half a bfloat16 ulp (test_compiled_kahan_pairs_keep_their_compensation).
 INDUCTOR_OPTIONS = {
     "cpp.dynamic_threads": True,
     "size_asserts": False,
     "cpp.enable_floating_point_contract_flag": "fast",
     "realize_opcount_threshold": 40,
     "aggressive_fusion": True,
+    "emulate_precision_casts": True,
 }
 # In calls that recompute (``k["recompute"]``: huge tensors, merged ones) an intermediate read
 # twice is recomputed unless it reads more than 16 buffers (inductor's default is 4): a stored
