@@ -8,7 +8,7 @@ import torch
 from helpers import grad_stream, make_params
 
 import adamkit
-from adamkit.core import compiled, jobs, pieces
+from adamkit.core import compiled, jobs
 from adamkit.core.codecs import BLOCK
 from adamkit.core.execute import Plan
 from adamkit.core.rounding import random_bits
@@ -77,40 +77,6 @@ def test_a_traced_offset_draws_the_bits_of_an_int_offset() -> None:
     for offset in (0, 12345, (1 << 31) - 500):
         expected = random_bits(like, 0x9E3779B9, 24, offset)
         assert torch.equal(random_bits(like, 0x9E3779B9, 24, torch.tensor(offset)), expected)
-
-
-@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
-@pytest.mark.parametrize("name", ELEMENTWISE)
-def test_eager_runs_equal_the_whole_tensor_bit_for_bit(
-    name: str, rounding: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def run(piece: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        monkeypatch.setattr(pieces, "BLOCK_PIECE", piece)
-        gen = torch.Generator().manual_seed(5)
-        p = torch.nn.Parameter(torch.randn(5000, generator=gen) * 0.02)
-        opt = adamkit.create(
-            name, [p], lr=1e-2, backend="eager", state_dtype="int8", state_rounding=rounding
-        )
-        for _ in range(3):
-            p.grad = torch.randn(5000, generator=gen)
-            opt.step()
-        state = opt.state[p]
-        return p.detach().clone(), {n: t.clone() for n, t in state.items() if torch.is_tensor(t)}
-
-    calls: list[int] = []
-    original = jobs.Job.step_eagerly
-    monkeypatch.setattr(
-        jobs.Job,
-        "step_eagerly",
-        lambda self, *a: (calls.append(self.numel), original(self, *a))[1],
-    )
-    whole_p, whole_state = run(1 << 40)
-    assert calls == []
-    runs_p, runs_state = run(4 * BLOCK)  # four runs of 4 blocks, a run of 3, 136 elements
-    assert calls == ([4 * BLOCK] * 4 + [3 * BLOCK, 136]) * 3  # three steps
-    assert torch.equal(whole_p, runs_p)
-    for buffer, value in whole_state.items():
-        assert torch.equal(value, runs_state[buffer]), buffer
 
 
 @pytest.mark.slow

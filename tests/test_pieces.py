@@ -65,9 +65,9 @@ def _counted(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list
     calls: list[int] = []
     original = getattr(module, name)
 
-    def counting(fn, tensors):  # type: ignore[no-untyped-def]
+    def counting(fn, tensors, *cutting):  # type: ignore[no-untyped-def]
         calls.append(next(iter(tensors.values())).numel())
-        return original(fn, tensors)
+        return original(fn, tensors, *cutting)
 
     monkeypatch.setattr(module, name, counting)
     return calls
@@ -155,6 +155,30 @@ def _counted_stages(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
     monkeypatch.setattr(execute, "step_in_stages", counting)
     return calls
+
+
+@pytest.mark.parametrize("rounding", ["stochastic", "nearest"])
+@pytest.mark.parametrize("name", [n for n in available() if optimizer_class(n).elementwise])
+def test_in_pieces_with_8bit_state_equals_the_whole_tensor_bit_for_bit(
+    name: str, rounding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    original = execute.update_one
+
+    def counting(rule, slot, grad, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sizes.append(grad.numel())
+        return original(rule, slot, grad, *args, **kwargs)
+
+    monkeypatch.setattr(execute, "update_one", counting)
+    options = {"state_dtype": "int8", "state_rounding": rounding}
+    whole_p, whole_state = _steps(name, 5000, torch.float32, 1 << 40, monkeypatch, **options)
+    assert sizes == [5000] * 4
+    piece_p, piece_state = _steps(name, 5000, torch.float32, 1024, monkeypatch, **options)
+    # in each of four steps, four pieces of 4 blocks and the rest (3 blocks and 136 elements)
+    assert sizes[4:] == ([1024] * 4 + [904]) * 4
+    assert torch.equal(whole_p, piece_p)
+    for buffer, value in whole_state.items():
+        assert torch.equal(value, piece_state[buffer]), buffer
 
 
 def test_elementwise_steps_with_rounded_state_are_split_too(

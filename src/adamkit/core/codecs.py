@@ -202,10 +202,11 @@ class Blockwise8:
         (blocks, 256) rows, whose flat view here is known to be whole blocks; a length
         not known to be so would index every element modulo its runs.)"""
         n = flat.numel()
-        if n % BLOCK == 0 and not pieces.splittable({"flat": flat}):
+        in_pieces = pieces.splittable({"flat": flat})
+        if n % BLOCK == 0 and not in_pieces:
             return [(0, flat.view(-1, BLOCK))]
         whole = n - n % BLOCK
-        if pieces.splittable({"flat": flat}):
+        if in_pieces:
             runs = range(0, whole, pieces.PIECE)
             parts = [(s, flat[s : min(s + pieces.PIECE, whole)].view(-1, BLOCK)) for s in runs]
         else:

@@ -17,7 +17,7 @@ import torch
 
 from adamkit.core import pieces, reduce
 from adamkit.core.codecs import Plain
-from adamkit.core.pieces import in_numbered_pieces, numbered_pieces, splittable
+from adamkit.core.pieces import in_numbered_pieces, numbered_pieces
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import Offset, stream_key
@@ -119,20 +119,22 @@ def update_plan(
     DTensor's dispatch per operation, numbered from the shard's first element
     (:func:`adamkit.core.sharding.local_shards`). So does a rule that couples elements only
     through per-tensor reductions of :mod:`adamkit.core.reduce` (``per_tensor``), its
-    reductions summed across the ranks (:func:`step_row_shards`)."""
-    codecs = plan.codecs
-    common = (codecs, plan.pcodec, k, plan.index, plan.exact)
-    numel = plan.slot["param"].numel()
-    stored = {n: t for n, t in plan.stored.items() if t.numel() == numel}
-    splittable = elementwise and plan.stored_elementwise and all(n in stored for n in codecs)
+    reductions summed across the ranks (:func:`step_row_shards`). State stored in blocks
+    (8-bit) takes pieces of ``BLOCK_PIECE`` whole blocks with the runs of its per-block maxima
+    (:func:`piece_layout`)."""
+    common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
+    layout = piece_layout(plan) if elementwise else None
     sharded = is_dtensor(grad)
-    whole, first = (_named(grad, plan.slot, stored) if splittable else {}), 0
-    if splittable and sharded:
+    if layout is not None and (layout.single or (sharded and layout.blocked)):
+        layout = None
+    whole, first = (_named(grad, plan.slot, layout.full) if layout else {}), 0
+    if layout is not None and sharded:
         shards = local_shards(whole)
-        splittable = shards is not None
-        if shards is not None:
+        if shards is None:
+            layout = None
+        else:
             whole, first = shards
-    if not splittable:
+    if layout is None:
         if per_tensor and sharded and step_row_shards(rule, plan, grad, k):
             return
         if per_tensor and not sharded and plan.loads_copies and step_in_stages(rule, plan, grad, k):
@@ -141,10 +143,51 @@ def update_plan(
         return
 
     def step_piece(t: Mapping[str, torch.Tensor], start: int) -> None:
-        slot, state = _unnamed(t, plan.slot, stored)
+        slot, state = _unnamed(t, plan.slot, layout.stored)
         update_one(rule, slot, t["grad"], state, *common, offset=first + start)
 
-    in_numbered_pieces(step_piece, whole)
+    in_numbered_pieces(step_piece, whole, layout.per_block, layout.block, layout.size)
+
+
+class PieceLayout:
+    """How a planned tensor's stored tensors are cut into pieces: ``full`` ones (the
+    parameter's size) by elements, ``blocked`` ones (one value per ``block`` elements) by
+    blocks, in pieces of ``PIECE`` elements (``BLOCK_PIECE`` with blocks); ``single`` ones
+    (one element: a per-tensor statistic) are not cut."""
+
+    def __init__(self, plan: Plan, block: int) -> None:
+        numel = plan.slot["param"].numel()
+        stored = plan.stored.items()
+        self.block = block
+        self.full = {n: t for n, t in stored if t.numel() == numel}
+        names = plan.per_block_names
+        self.blocked = {n: t for n, t in stored if n in names and n not in self.full}
+        self.single = {
+            n: t for n, t in stored if t.numel() == 1 and n not in self.full | self.blocked
+        }
+        self.stored = {**self.full, **self.blocked}
+        self.covers = len(self.stored) + len(self.single) == len(plan.stored)
+        # as :func:`_named` names them, and the piece size (None: ``PIECE``, read when cut)
+        self.per_block = {f"state {n}": t for n, t in self.blocked.items()}
+        self.size = None if block == 1 else pieces.BLOCK_PIECE
+
+    def pieces(
+        self, whole: Mapping[str, torch.Tensor]
+    ) -> list[tuple[dict[str, torch.Tensor], int]]:
+        """The pieces of ``whole`` (:func:`_named` tensors of the full stored ones) with the
+        runs of the blocked ones, each with the number of its first element; one piece of
+        everything where they do not split."""
+        return numbered_pieces(whole, self.per_block, self.block, self.size)
+
+
+def piece_layout(plan: Plan) -> PieceLayout | None:
+    """The piece layout of a planned tensor, or None where it cannot be cut: a buffer stored
+    whole (one scale per tensor), or a stored tensor neither full-size, nor per block, nor
+    one element."""
+    if plan.block is None:
+        return None
+    layout = PieceLayout(plan, plan.block)
+    return layout if layout.covers else None
 
 
 def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, Any]) -> bool:
@@ -161,35 +204,23 @@ def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, A
     every piece for real: a rule whose statistics are all computed from its inputs (LAMB's
     ‖θ‖ and ‖u‖) reads its tensors twice. One-element state
     (a per-tensor statistic) is seen by every piece as it was before the step and stored once,
-    from the last piece. State stored in blocks (8-bit) takes pieces of ``BLOCK_PIECE`` whole
-    blocks, with the runs of its per-block maxima. False, stepping nothing, where the tensors
-    do not split into pieces or a buffer is stored whole (one scale per tensor) or is neither
-    full-size, nor per block, nor one element."""
-    numel = plan.slot["param"].numel()
-    full = {n: t for n, t in plan.stored.items() if t.numel() == numel}
-    names = {aux for name, codec in plan.codecs.items() for aux in codec.per_block(name)}
-    blocked = {n: t for n, t in plan.stored.items() if n in names and n not in full}
-    single = {
-        n: t
-        for n, t in plan.stored.items()
-        if t.numel() == 1 and n not in full and n not in blocked
-    }
-    blocks = [c.block for c in (plan.pcodec, *plan.codecs.values())]
-    if len(full) + len(single) + len(blocked) != len(plan.stored) or None in blocks:
+    from the last piece. False, stepping nothing, where the tensors do not split into pieces
+    (:func:`piece_layout`)."""
+    layout = piece_layout(plan)
+    if layout is None:
         return False
-    block = max(blocks)  # type: ignore[type-var]
-    size = None if block == 1 else pieces.BLOCK_PIECE
-    whole = _named(grad, plan.slot, full)
-    per_block = {f"state {n}": t for n, t in blocked.items()}
-    if not splittable(whole, size, per_block):
+    numel = plan.slot["param"].numel()
+    whole = _named(grad, plan.slot, layout.full)
+    cut = layout.pieces(whole)
+    if len(cut) == 1:
         return False
     common = (plan.codecs, plan.pcodec, k, plan.index, plan.exact)
     known: list[torch.Tensor] = []
     while True:
         sums: list[list[torch.Tensor]] = []  # per piece, the sums of reductions not yet known
-        for piece, start in numbered_pieces(whole, per_block, block, size):  # type: ignore[arg-type]
-            slot, state = _unnamed(piece, plan.slot, {**full, **blocked})
-            state.update({n: t.clone() for n, t in single.items()})
+        for piece, start in cut:
+            slot, state = _unnamed(piece, plan.slot, layout.stored)
+            state.update({n: t.clone() for n, t in layout.single.items()})
             staged = reduce.Staged(numel, known)
             reduce.PARTS.append(staged)
             try:
@@ -206,7 +237,7 @@ def step_in_stages(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, A
             if sums:
                 raise RuntimeError(_UNEVEN_STAGES)
         if not sums:
-            store_state(plan.codecs, plan.state, values, k, plan.index, names=tuple(single))
+            store_state(plan.codecs, plan.state, values, k, plan.index, names=tuple(layout.single))
             return True
         if not sums[0] or any(len(piece_sums) != len(sums[0]) for piece_sums in sums):
             raise RuntimeError(_UNEVEN_STAGES)
@@ -406,6 +437,18 @@ class Plan:
         """Whether the parameter and every buffer are stored element by element (codecs
         without per-tensor or per-block scales): tensors may be concatenated or cut in pieces."""
         return self.pcodec.elementwise and all(c.elementwise for c in self.codecs.values())
+
+    @property
+    def block(self) -> int | None:
+        """The elements stored together: 1 where every codec stores element by element, a
+        block codec's block (8-bit: 256), None where a codec stores whole tensors."""
+        blocks = [c.block for c in (self.pcodec, *self.codecs.values())]
+        return None if None in blocks else max(blocks)  # type: ignore[type-var]
+
+    @property
+    def per_block_names(self) -> set[str]:
+        """The stored tensors with one value per block (8-bit codes' block maxima)."""
+        return {aux for name, codec in self.codecs.items() for aux in codec.per_block(name)}
 
     @property
     def loads_copies(self) -> bool:

@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
-from adamkit.core import pieces
-from adamkit.core.execute import Plan, Rule, update_one, update_plan
+from adamkit.core.execute import Plan, Rule, update_one
 
-# Elements per run of a block-coded tensor (a multiple of every block) on the compiled path;
-# eagerly, ``pieces.BLOCK_PIECE``.
+# Elements per run of a block-coded tensor (a multiple of every block) on the compiled path
+# (the eager path cuts pieces: execute.piece_layout).
 RUN = 1 << 17
 
 
@@ -48,12 +47,12 @@ class Job:
             stop,
             rows,
         )
-        self.block = block_of(plan) or 1
+        self.block = plan.block or 1
         if stop is None:
             self.views, self.numel = plan.state_views, plan.slot["param"].numel()
             self.signature = plan.signature
             return
-        per_block = _per_block_names(plan)
+        per_block = plan.per_block_names
         total = plan.slot["param"].numel()
         names = (*plan.slot_names, *plan.state_names)
         self.views = []
@@ -90,26 +89,13 @@ class Job:
         update_one(rule, slot, self.grad_view(grad), state, *common, offset=self.start)
 
 
-def block_of(plan: Plan) -> int | None:
-    """The block of a plan stored in blocks (the largest codec block; None if a codec stores
-    whole tensors, or if every codec stores element by element)."""
-    blocks = [c.block for c in (plan.pcodec, *plan.codecs.values())]
-    if None in blocks or max(blocks) == 1:  # type: ignore[type-var]
-        return None
-    return max(blocks)  # type: ignore[type-var]
-
-
-def _per_block_names(plan: Plan) -> set[str]:
-    return {aux for name, codec in plan.codecs.items() for aux in codec.per_block(name)}
-
-
 def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
     """The jobs of a planned tensor: itself, unless it is stored in blocks and not shaped
     (:attr:`Plan.flat`); then, for an ``elementwise`` rule, runs of at most ``run`` (``RUN``) elements of
     whole blocks as rows and the last, shorter block; for another rule, the tensor as rows if
     it is whole blocks (its reductions span the tensor)."""
-    block = block_of(plan)
-    if block is None or not plan.flat or not _splits(plan, block):
+    block = plan.block
+    if block in (None, 1) or not plan.flat or not _splits(plan, block):  # type: ignore[arg-type]
         return [Job(plan)]
     n = plan.slot["param"].numel()
     whole = n - n % block
@@ -124,41 +110,9 @@ def _splits(plan: Plan, block: int) -> bool:
     """Whether every stored tensor is the parameter's size or one of a block codec's per-block
     tensors (one value per block), so that runs of blocks may be cut out of each."""
     n = plan.slot["param"].numel()
-    per_block = _per_block_names(plan)
+    per_block = plan.per_block_names
     blocks = -(-n // block)
     return all(
         t.numel() == n or (name in per_block and t.numel() == blocks)
         for name, t in plan.stored.items()
     ) and all(t.numel() == n for t in plan.slot.values())
-
-
-def update_eagerly(
-    rule: Rule,
-    plan: Plan,
-    grad: torch.Tensor,
-    k: Mapping[str, Any],
-    elementwise: bool,
-    per_tensor: bool = False,
-) -> None:
-    """The eager step of one planned tensor: a large tensor stored in blocks, under an
-    element-wise rule, in runs of ``pieces.BLOCK_PIECE`` elements of whole blocks (each run's decoded
-    buffers stay in cache instead of being tensor-sized temporaries); any other by
-    :func:`adamkit.core.execute.update_plan`."""
-    if elementwise and _runs_eagerly(plan):
-        flat = grad.reshape(-1)
-        for job in jobs_of(plan, True, pieces.BLOCK_PIECE):
-            job.step_eagerly(rule, flat, k)
-        return
-    update_plan(rule, plan, grad, k, elementwise, per_tensor)
-
-
-def _runs_eagerly(plan: Plan) -> bool:
-    view = plan.slot["param"]
-    return (
-        plan.signature is not None
-        and plan.flat
-        and block_of(plan) is not None
-        and view.device.type == "cpu"
-        and view.numel() > pieces.BLOCK_PIECE
-        and not torch.compiler.is_compiling()
-    )

@@ -19,9 +19,10 @@ from adamkit.core import reduce
 # Elements per piece: 1 MB per float32 tensor, so a dozen live tensors fit in a CPU's cache
 # while each operation still splits across threads.
 PIECE = 1 << 18
-# Elements per piece of state stored in blocks (8-bit): its eager encoding holds some 70 bytes
-# per element of a piece (pieces of ``PIECE`` held 1.16 bytes per parameter of a 2^24-element
-# tensor, of a quarter of that 0.29).
+# Elements per piece of state stored in blocks (8-bit): its eager encoding keeps many more
+# temporaries per element than other codecs, and a piece's temporaries are the step's peak; a
+# quarter of ``PIECE`` keeps a step on 2^24 elements below 1 byte per parameter
+# (test_an_8bit_step_has_no_tensor_sized_temporaries).
 BLOCK_PIECE = PIECE // 4
 # Above this many elements a temporary of the tensor's size is above glibc's largest mmap
 # threshold (32 MB in float32), so it would be fresh pages (page faults) on every step: rules
@@ -41,13 +42,18 @@ def in_pieces(
 
 
 def in_numbered_pieces(
-    fn: Callable[[Mapping[str, torch.Tensor], int], object], tensors: Mapping[str, torch.Tensor]
+    fn: Callable[[Mapping[str, torch.Tensor], int], object],
+    tensors: Mapping[str, torch.Tensor],
+    per_block: Mapping[str, torch.Tensor] | None = None,
+    block: int = 1,
+    size: int | None = None,
 ) -> None:
     """:func:`in_pieces`, telling ``fn`` where each piece starts: ``fn(piece, start)``, where
     ``start`` is the number of the piece's first element in the flattened tensors (0 when
     they run whole), so that what depends on an element's number (the random bits of
-    stochastic rounding) comes out as for the whole tensors."""
-    for piece, start in numbered_pieces(tensors):
+    stochastic rounding) comes out as for the whole tensors. The pieces, and the optional
+    ``per_block`` tensors, ``block`` and ``size``, are those of :func:`numbered_pieces`."""
+    for piece, start in numbered_pieces(tensors, per_block, block, size):
         fn(piece, start)
 
 

@@ -52,8 +52,7 @@ from adamkit.core.compiled import (
     worth_compiling,
 )
 from adamkit.core.eager import EagerPath
-from adamkit.core.execute import Plan, real_view
-from adamkit.core.jobs import update_eagerly
+from adamkit.core.execute import Plan, real_view, update_plan
 from adamkit.core.params import as_param_list, check_group_params
 from adamkit.core.precision import (
     ROUNDINGS,
@@ -352,7 +351,7 @@ class AdamkitOptimizer(torch.optim.Optimizer):
     def _update_eagerly(self, plans: list[Plan], k: Scalars) -> None:
         for plan in plans:
             elementwise = elementwise_on(self, plan.slot["param"].ndim)
-            update_eagerly(
+            update_plan(
                 self.rule,
                 plan,
                 real_view(plan.p.grad),
