@@ -90,3 +90,33 @@ def test_unknown_choices_are_refused(
     assert exit_.value.code == 2
     assert repr(value) in capsys.readouterr().err
     assert not (tmp_path / "adj").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8])
+def test_byte_loads_give_the_bytes_loadu_gives(dtype: torch.dtype) -> None:
+    """Codes loaded by one 8- or 16-byte load (``byte_loads_in_registers``) decode, compare and
+    reduce as inductor's own loads make them, tails included."""
+    from torch._inductor import cpu_vec_isa
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.utils import run_and_get_cpp_code
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+        with codegen.adjusted_codegen():
+            return compile_fx(gm, example_inputs, config_patches=codegen.cache_tag_options())
+
+    def decode(codes: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values = codes.to(torch.float32) * scale
+        return values, (codes == 0).sum() + codes.amax()
+
+    compiled_decode = torch.compile(decode, backend=backend, dynamic=True, fullgraph=True)
+    low, high = (0, 256) if dtype == torch.uint8 else (-128, 128)
+    code = ""
+    for n in (4099, 256 * 40, 37):
+        codes = torch.randint(low, high, (n,), dtype=torch.int32).to(dtype)
+        codes[: n // 3] = 0
+        scale = torch.rand(n)
+        got, code = run_and_get_cpp_code(compiled_decode, codes, scale)
+        want = decode(codes, scale)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    if type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2:
+        assert "_mm_loadu_si128" in code or "loadu_one_fourth" in code

@@ -225,6 +225,44 @@ def _arange_by_broadcast(original: Any) -> Any:
     return arange
 
 
+_BYTES = (torch.uint8, torch.int8)
+
+
+def _byte_loads_in_registers(original: Any) -> Any:
+    """A vector load of 8 or 16 bytes (8-bit state's codes) as one load, on AVX2.
+
+    Inductor loads as many elements of every dtype as its float32 vectors have lanes: 8 or 16
+    bytes (16 with the pairs of :func:`_tiling`) into a 32-lane byte vector, by
+    ``Vectorized<uint8_t>::loadu(ptr, count)``. ATen 2.13's AVX2 form of that fills a stack
+    buffer with ones, copies the bytes over it and loads the buffer back: the load waits for
+    the stores (no store-to-load forwarding across them), which cost 8-bit state more than
+    decoding its codes. One 8- or 16-byte load put under lanes of 1 gives the same vector.
+    (AVX-512's ``loadu`` already loads 16 bytes directly.)"""
+    from torch._inductor.codegen.cpp_utils import cexpr_index
+
+    def load_line(
+        self: Any, var: str, index: Any, dtype: torch.dtype, load_mask: Any = None
+    ) -> Any:
+        count = str(self.num_elems)
+        direct = (
+            dtype in _BYTES
+            and load_mask is None
+            and count in ("8", "16")
+            and _on_avx2()
+            and self._get_num_vectors(dtype) == 1
+        )
+        if not direct:
+            return original(self, var, index, dtype, load_mask)
+        vec = self._get_vec_type(dtype)
+        loadbuf = f"{var} + {cexpr_index(index)}" if index != 0 else var
+        if count == "8":
+            return f"{vec}::set({vec}(1), {vec}::loadu_one_fourth({loadbuf}), 8)"
+        low = f"_mm_loadu_si128(reinterpret_cast<const __m128i*>({loadbuf}))"
+        return f"{vec}(_mm256_inserti128_si256(_mm256_set1_epi8(1), {low}, 0))"
+
+    return load_line
+
+
 def _dtype_rules_built_once(original: Any) -> Any:
     """The singleton of inductor's dtype rules builds its rules once, not at every call.
 
@@ -459,6 +497,13 @@ ADJUSTMENTS: tuple[Adjustment, ...] = (
         "parallel_num_threads",
         _threads_at_least_two,
         False,  # correctness
+    ),
+    Adjustment(
+        "byte_loads_in_registers",
+        lambda: _cpp.CppVecKernel,
+        "_get_vec_load_line",
+        _byte_loads_in_registers,
+        True,
     ),
     Adjustment(
         "arange_by_broadcast", lambda: _cpp.CppVecKernel, "arange", _arange_by_broadcast, True
