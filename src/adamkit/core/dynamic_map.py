@@ -53,8 +53,17 @@ def magnitude(q: torch.Tensor, signed: bool) -> torch.Tensor:
     """m(q) for magnitude numbers ``q`` (float32, integer-valued, 0 ≤ q ≤ 2^D − 2)."""
     number = q + 1.0  # decade d holds the numbers 2^d .. 2^(d+1) − 1
     powers = tuple(2.0**d for d in range(decades(signed)))
-    power, scale = _by_decade(lambda d: number >= powers[d], powers, _SCALES[signed])
+    (scale,) = _by_decade(lambda d: number >= powers[d], _SCALES[signed])
+    power = _power_of_two_below(number)
     return scale * (power + 9.0 * (number + 1.0 - power))
+
+
+_EXPONENT_BITS = -(1 << 23)  # 0xFF800000 as int32: a float32's sign and exponent
+
+
+def _power_of_two_below(x: torch.Tensor) -> torch.Tensor:
+    """2^⌊log2 x⌋ of float32 ``x`` ≥ 1 (0 for 0): its bits but the mantissa's."""
+    return (x.view(torch.int32) & _EXPONENT_BITS).view(torch.float32)
 
 
 def _by_decade(
@@ -105,11 +114,9 @@ _RECIPROCALS = {
 
 
 def _encoding_columns(signed: bool) -> tuple[tuple[float, ...], ...]:
-    """Per decade: 2^d, K_d, 1/K_d, and the code below its first step (the top of the decade
-    below; 0 below decade 0)."""
-    tops = _TOPS[signed]
+    """Per decade: 2^d, K_d and 1/K_d."""
     powers = tuple(2.0**d for d in range(decades(signed)))
-    return powers, _SCALES[signed], _RECIPROCALS[signed], (0.0, *tops[:-1])
+    return powers, _SCALES[signed], _RECIPROCALS[signed]
 
 
 _LOOKUPS: dict[tuple[bool, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -158,15 +165,19 @@ def encode(normalized: torch.Tensor, signed: bool, draw: torch.Tensor | None) ->
     ``draw`` holds uniform numbers in [0, 1) (stochastic rounding: unbiased), else the nearer
     one (ties up)."""
     a = normalized.abs()
-    power, scale, reciprocal, floor = _decade_constants(a, signed)
+    power, scale, reciprocal = _decade_constants(a, signed)
     # the step whose code is the first at or above a (to rounding; the fraction below is
     # clamped, so a neighbour off by one still gives one of the two codes around a)
     step = torch.ceil((a * reciprocal - power) * (1.0 / 9.0))
     step = torch.minimum(torch.clamp(step, min=1.0), power)
     upper = scale * (power + 9.0 * step)
-    lower = torch.where(step > 1.0, scale * (power + 9.0 * (step - 1.0)), floor)
-    fraction = torch.clamp((a - lower) / (upper - lower), 0.0, 1.0)
-    up = draw < fraction if draw is not None else fraction >= 0.5
+    # the code below: the step before, or for the first step K_d·2^d, which is the top of the
+    # decade below up to float32 rounding (it only weighs the choice), and 0 below decade 0
+    lower = torch.where(a > _TOPS[signed][0], scale * (power + 9.0 * (step - 1.0)), 0.0)
+    # the upper code with probability (a − lower)/(upper − lower) (outside [lower, upper], 0
+    # or 1), compared without dividing
+    above, width = a - lower, upper - lower
+    up = draw * width < above if draw is not None else above >= upper - a
     # the code number, 1 + q: power + step − 1 for the upper code, one less for the lower
     number = power + step - torch.where(up, 1.0, 2.0)
     if signed:
