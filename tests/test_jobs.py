@@ -127,6 +127,47 @@ def test_compiled_runs_match_the_eager_whole_tensor(
 
 
 @pytest.mark.slow
+def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Shaped rules (which read shapes) on 8-bit state: a tensor whose last dimension is whole
+    blocks is one job with that dimension split (jobs.shaped_in_blocks), compiled as the
+    eager whole tensor steps; one whose last dimension is not stays whole."""
+    shapes = ((6, 2 * BLOCK), (5, 100))
+
+    def run(backend: str) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+        params = make_params(torch.float32, shapes)
+        opt = adamkit.AdamMini(params, backend=backend, state_dtype="int8")
+        grads = grad_stream(params)
+        for i in range(4):
+            for p, g in zip(params, grads(i), strict=True):
+                p.grad = g.float()
+            opt.step()
+        return params, opt
+
+    eager, e_opt = run("eager")
+    fast, c_opt = run("compiled")
+    assert "torch.compile failed" not in caplog.text
+    held = [
+        job
+        for program in c_opt._programs.values()  # type: ignore[attr-defined]
+        for stage in program.stages
+        for bucket in stage.work.buckets
+        for call in bucket.calls
+        for job in call.jobs
+    ]
+    assert sorted((tuple(job.plan.slot["param"].shape), job.split) for job in held) == sorted(
+        [((6, 2 * BLOCK), True), ((5, 100), False)]
+    )
+    for a, b in zip(fast, eager, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
+    for pa, pb in zip(fast, eager, strict=True):
+        for key, value in e_opt.state[pb].items():
+            if torch.is_tensor(value) and value.dtype == torch.uint8:
+                same = (c_opt.state[pa][key] == value).float().mean().item()
+                assert same > 0.99, key
+
+
 @pytest.mark.parametrize(
     ("backend", "name"),
     # eager LAMB: pieces in two stages (execute.step_in_stages) with the runs of block maxima;

@@ -216,17 +216,29 @@ class Blockwise8:
     def _encode(
         self, value: torch.Tensor, key: int, offset: Offset = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if _whole_row_blocks(value):
+            rows = value.to(torch.float32).unflatten(-1, (-1, BLOCK))
+            codes, absmax = self._encode_rows(rows, key, offset)
+            return codes.flatten(-2), absmax.reshape(-1)
         codes, maxima = [], []
         for start, part in self._parts(value.reshape(-1).to(torch.float32)):
-            absmax = part.abs().amax(dim=1, keepdim=True)
-            normalized = part / torch.where(absmax > 0, absmax, 1.0)
-            draw = None
-            if self.rounding == "stochastic":
-                bits = random_bits(normalized, key, 24, offset + start)
-                draw = bits.to(torch.float32) * (1.0 / 2**24)
-            codes.append(dynamic_map.encode(normalized, self.signed, draw).view(-1))
+            part_codes, absmax = self._encode_rows(part, key, offset + start)
+            codes.append(part_codes.view(-1))
             maxima.append(absmax.view(-1))
         return _joined(codes).view(value.shape), _joined(maxima)
+
+    def _encode_rows(
+        self, rows: torch.Tensor, key: int, offset: Offset
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes and block maxima of float32 ``rows`` whose last dimension is one block, its
+        first element numbered ``offset``."""
+        absmax = rows.abs().amax(dim=-1, keepdim=True)
+        normalized = rows / torch.where(absmax > 0, absmax, 1.0)
+        draw = None
+        if self.rounding == "stochastic":
+            bits = random_bits(normalized, key, 24, offset)
+            draw = bits.to(torch.float32) * (1.0 / 2**24)
+        return dynamic_map.encode(normalized, self.signed, draw), absmax
 
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         index, absmax = self._encode(value, 0)
@@ -236,6 +248,10 @@ class Blockwise8:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         index: torch.Tensor = st[name]  # type: ignore[assignment]
         absmax: torch.Tensor = st[f"{name}_absmax"]  # type: ignore[assignment]
+        if _whole_row_blocks(index):
+            rows = index.unflatten(-1, (-1, BLOCK))
+            scale = absmax.view(*rows.shape[:-1], 1)
+            return (dynamic_map.decode(rows, self.signed) * scale).flatten(-2).to(dtype)
         values = []
         for start, part in self._parts(index.reshape(-1)):
             block = start // BLOCK
@@ -249,6 +265,21 @@ class Blockwise8:
         index, absmax = self._encode(value, key, offset)
         st[name].copy_(index)  # type: ignore[union-attr]
         st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]
+
+
+def _whole_row_blocks(t: torch.Tensor) -> bool:
+    """Traced, whether ``t`` has two or more dimensions and its last is known to be whole
+    blocks (a split job's, :func:`adamkit.core.jobs.shaped_in_blocks`): its blocks are then
+    cut along that dimension, which inductor indexes by loop counters; through a flat view it
+    would index each element by divisions and remainders of the tensor's size symbols. Known,
+    not assumed: a size symbol is never guarded on."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    return (
+        torch.compiler.is_compiling()
+        and t.dim() >= 2
+        and statically_known_true(t.shape[-1] % BLOCK == 0)
+    )
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -489,6 +489,7 @@ class CompiledPath:
             "SEGMENTED": kind in SEGMENTED_KINDS,
             "UNIFORM": kind == "uniform",
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
+            "SPLIT": job.block if job.split else 0,
         }
         key = (type(opt), job.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
@@ -518,14 +519,14 @@ class CompiledPath:
     ) -> list[Plan] | None:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
-        tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
+        tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows and split
         jobs get whole blocks, at least two rows (Dynamo specialises a size of one). None
         where no such stand-in has the same signature."""
         view = like.plan.slot["param"]
         out = []
         for j in range(count):
             step = 0 if alike else j
-            length = like.block * (2 + step) if like.rows else STAND_IN_LENGTH + step
+            length = like.block * (2 + step) if like.rows or like.split else STAND_IN_LENGTH + step
             leading = (((2 if alike else j + 2),) + (2,) * (view.ndim - 2))[: view.ndim - 1]
             shape = (*leading, length) if opt.shaped else (length,)
             p = torch.ones(shape, dtype=like.plan.p.dtype, device=view.device, requires_grad=True)
@@ -539,4 +540,6 @@ class CompiledPath:
 
 def _like(plan: Plan, like: Job) -> Job:
     """A stand-in plan as one job of ``like``'s layout."""
-    return Job(plan, 0, plan.slot["param"].numel(), rows=True) if like.rows else Job(plan)
+    if like.rows:
+        return Job(plan, 0, plan.slot["param"].numel(), rows=True)
+    return Job(plan, split=like.split)

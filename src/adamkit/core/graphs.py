@@ -72,9 +72,19 @@ _SOURCE = re.compile(
 )
 
 
+def _joined(t: torch.Tensor, block: int) -> torch.Tensor:
+    """A tensor whose last dimension arrives split in blocks of ``block``, joined again. The
+    test of the block's size is a guard that makes it a constant of the graph (each tensor's
+    sizes are symbols of their own), so that inductor knows each row is whole blocks."""
+    if t.shape[-1] != block:
+        raise ValueError(f"a split job's last dimension is {t.shape[-1]}, not its block {block}")
+    return t.flatten(-2)
+
+
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
-    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES.
+    # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES,
+    # SPLIT.
     # ``indices``: each job's parameter index and the number of its first element.
     floats, ints = scalars
     segments = None
@@ -95,6 +105,14 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
         state = dict(
             zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
         )
+        if SPLIT:  # noqa: F821 - last dimensions split in blocks (jobs.shaped_in_blocks)
+            split = slot["param"].dim()
+            slot = {name: _joined(t, SPLIT) for name, t in slot.items()}  # noqa: F821
+            state = {
+                name: _joined(t, SPLIT) if t.dim() == split else t  # noqa: F821
+                for name, t in state.items()
+            }
+            grad = _joined(grad, SPLIT)  # noqa: F821
         update_one(
             RULE,  # noqa: F821
             slot,

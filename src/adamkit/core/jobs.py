@@ -35,22 +35,42 @@ class Job:
     """Elements ``start`` to ``stop`` of a planned tensor as one job (the whole tensor when
     ``stop`` is None), as (blocks, block) rows with ``rows``."""
 
-    __slots__ = ("block", "index", "numel", "plan", "rows", "signature", "start", "stop", "views")
+    __slots__ = (
+        "block",
+        "index",
+        "numel",
+        "plan",
+        "rows",
+        "signature",
+        "split",
+        "start",
+        "stop",
+        "views",
+    )
 
     def __init__(
-        self, plan: Plan, start: int = 0, stop: int | None = None, rows: bool = False
+        self,
+        plan: Plan,
+        start: int = 0,
+        stop: int | None = None,
+        rows: bool = False,
+        split: bool = False,
     ) -> None:
-        self.plan, self.index, self.start, self.stop, self.rows = (
+        self.plan, self.index, self.start, self.stop, self.rows, self.split = (
             plan,
             plan.index,
             start,
             stop,
             rows,
+            split,
         )
         self.block = plan.block or 1
         if stop is None:
             self.views, self.numel = plan.state_views, plan.slot["param"].numel()
             self.signature = plan.signature
+            if split:
+                self.views = [self._last_split(v) for v in self.views]
+                self.signature = (*plan.signature, "split")  # type: ignore[misc]
             return
         per_block = plan.per_block_names
         total = plan.slot["param"].numel()
@@ -69,10 +89,18 @@ class Job:
     def _shaped(self, flat: torch.Tensor) -> torch.Tensor:
         return flat.view(-1, self.block) if self.rows else flat
 
+    def _last_split(self, t: torch.Tensor) -> torch.Tensor:
+        """A tensor of the parameter's shape with its last dimension split into blocks."""
+        shape = self.plan.slot["param"].shape
+        if t.shape != shape:
+            return t
+        return t.view(*shape[:-1], shape[-1] // self.block, self.block)
+
     def grad_view(self, grad: torch.Tensor) -> torch.Tensor:
         """This job's part of the (real-viewed) gradient, shaped as its other tensors."""
         if self.stop is None:
-            return self.plan.grad_view(grad)
+            whole = self.plan.grad_view(grad)
+            return self._last_split(whole) if self.split else whole
         return self._shaped(grad.reshape(-1)[self.start : self.stop])
 
     def tensors(self, grad: torch.Tensor) -> list[torch.Tensor]:
@@ -90,12 +118,18 @@ class Job:
 
 
 def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
-    """The jobs of a planned tensor: itself, unless it is stored in blocks and not shaped
-    (:attr:`Plan.flat`); then, for an ``elementwise`` rule, runs of at most ``run`` (``RUN``) elements of
-    whole blocks as rows and the last, shorter block; for another rule, the tensor as rows if
-    it is whole blocks (its reductions span the tensor)."""
+    """The jobs of a planned tensor: itself, unless it is stored in blocks. Then, shaped (a
+    rule that reads shapes, not :attr:`Plan.flat`), with its last dimension split into
+    blocks where it is whole blocks (:func:`shaped_in_blocks`); else, for an ``elementwise``
+    rule, runs of at most ``run`` (``RUN``) elements of whole blocks as rows and the last,
+    shorter block; for another rule, the tensor as rows if it is whole blocks (its reductions
+    span the tensor)."""
     block = plan.block
-    if block in (None, 1) or not plan.flat or not _splits(plan, block):  # type: ignore[arg-type]
+    if block in (None, 1):
+        return [Job(plan)]
+    if not plan.flat:
+        return [Job(plan, split=shaped_in_blocks(plan, block))]
+    if not _splits(plan, block):  # type: ignore[arg-type]
         return [Job(plan)]
     n = plan.slot["param"].numel()
     whole = n - n % block
@@ -104,6 +138,22 @@ def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
     run = RUN if run is None else run
     runs = [Job(plan, s, min(s + run, whole), rows=True) for s in range(0, whole, run)]
     return runs + ([Job(plan, whole, n)] if whole < n else [])
+
+
+def shaped_in_blocks(plan: Plan, block: int) -> bool:
+    """Whether a shaped plan's last dimension is whole blocks and every full-size tensor has
+    the parameter's shape: the compiled call then takes them with that dimension split as
+    (…, blocks, ``block``), which the chunk body joins again for the rule. Inductor then sees
+    that each row of the tensor is whole blocks and indexes the block maxima by loop
+    counters, not by a division per element (what a size symbol leaves it)."""
+    shape = plan.slot["param"].shape
+    n = shape.numel()
+    return (
+        len(shape) >= 1
+        and shape[-1] % block == 0
+        and all(t.shape == shape for t in plan.slot.values())
+        and all(t.shape == shape for t in plan.stored.values() if t.numel() == n)
+    )
 
 
 def _splits(plan: Plan, block: int) -> bool:
