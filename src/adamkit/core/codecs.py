@@ -220,6 +220,8 @@ class Blockwise8:
             rows = value.to(torch.float32).unflatten(-1, (-1, BLOCK))
             codes, absmax = self._encode_rows(rows, key, offset)
             return codes.flatten(-2), absmax.reshape(-1)
+        if torch.compiler.is_compiling():
+            return self._encode_in_place(value.to(torch.float32), key, offset)
         codes, maxima = [], []
         for start, part in self._parts(value.reshape(-1).to(torch.float32)):
             part_codes, absmax = self._encode_rows(part, key, offset + start)
@@ -240,6 +242,24 @@ class Blockwise8:
             draw = bits.to(torch.float32) * (1.0 / 2**24)
         return dynamic_map.encode(normalized, self.signed, draw), absmax
 
+    def _encode_in_place(
+        self, value: torch.Tensor, key: int, offset: Offset
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Traced, a tensor not known to be rows of whole blocks: the block maxima from its
+        blocks (:meth:`_parts`), every other operation on the tensor as it is shaped, each
+        element scaled by its block's maximum (:func:`_per_element`). The same values as
+        :meth:`_encode_rows` on the blocks, but the compiler indexes the codes and the rule's
+        tensors alike (contiguously), not through a flat view of size symbols."""
+        maxima = [part.abs().amax(dim=1) for _, part in self._parts(value.reshape(-1))]
+        absmax = _joined(maxima)
+        scale = _per_element(absmax, value)
+        normalized = value / torch.where(scale > 0, scale, 1.0)
+        draw = None
+        if self.rounding == "stochastic":
+            bits = random_bits(normalized, key, 24, offset)
+            draw = bits.to(torch.float32) * (1.0 / 2**24)
+        return dynamic_map.encode(normalized, self.signed, draw), absmax
+
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         index, absmax = self._encode(value, 0)
         st[name] = index
@@ -252,6 +272,9 @@ class Blockwise8:
             rows = index.unflatten(-1, (-1, BLOCK))
             scale = absmax.view(*rows.shape[:-1], 1)
             return (dynamic_map.decode(rows, self.signed) * scale).flatten(-2).to(dtype)
+        if torch.compiler.is_compiling():  # as _encode_in_place
+            scale = _per_element(absmax, index)
+            return (dynamic_map.decode(index, self.signed) * scale).to(dtype)
         values = []
         for start, part in self._parts(index.reshape(-1)):
             block = start // BLOCK
@@ -280,6 +303,14 @@ def _whole_row_blocks(t: torch.Tensor) -> bool:
         and t.dim() >= 2
         and statically_known_true(t.shape[-1] % BLOCK == 0)
     )
+
+
+def _per_element(absmax: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Each element's block maximum, shaped as ``like`` (blocks of ``BLOCK`` consecutive
+    elements of ``like``, the last one shorter): a broadcast, which a compiler indexes by the
+    element's number divided by the block."""
+    spread = absmax.view(-1, 1).expand(-1, BLOCK).reshape(-1)
+    return spread[: like.numel()].view(like.shape)
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
