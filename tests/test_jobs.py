@@ -3,6 +3,8 @@ give the whole-tensor step, eagerly and compiled."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from helpers import grad_stream, make_params
@@ -79,6 +81,48 @@ def test_a_traced_offset_draws_the_bits_of_an_int_offset() -> None:
         assert torch.equal(random_bits(like, 0x9E3779B9, 24, torch.tensor(offset)), expected)
 
 
+def _stepped(
+    make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], shapes: tuple
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """Parameters of ``shapes`` after four steps of the optimizer ``make`` gives them."""
+    params = make_params(torch.float32, shapes)
+    opt = make(params)
+    grads = grad_stream(params)
+    for i in range(4):
+        for p, g in zip(params, grads(i), strict=True):
+            p.grad = g.float()
+        opt.step()
+    return params, opt
+
+
+def _chunks(opt: torch.optim.Optimizer) -> list[list[jobs.Job]]:
+    """The jobs of each compiled chunk call of ``opt``."""
+    return [
+        call.jobs
+        for program in opt._programs.values()  # type: ignore[attr-defined]
+        for stage in program.stages
+        for bucket in stage.work.buckets
+        for call in bucket.calls
+    ]
+
+
+def _assert_compiled_as_eager(
+    fast: list[torch.Tensor],
+    c_opt: torch.optim.Optimizer,
+    eager: list[torch.Tensor],
+    e_opt: torch.optim.Optimizer,
+) -> None:
+    """Parameters within float rounding, and the same random bits: the codes agree but where
+    float rounding moved a value across the boundary between two codes."""
+    for a, b in zip(fast, eager, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
+    for pa, pb in zip(fast, eager, strict=True):
+        for key, value in e_opt.state[pb].items():
+            if torch.is_tensor(value) and value.dtype == torch.uint8:
+                same = (c_opt.state[pa][key] == value).float().mean().item()
+                assert same > 0.99, key
+
+
 @pytest.mark.slow
 def test_compiled_runs_match_the_eager_whole_tensor(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -86,27 +130,16 @@ def test_compiled_runs_match_the_eager_whole_tensor(
     # one tensor in runs of 2 blocks and a short block, one of whole blocks, a small one
     shapes = ((9 * BLOCK + 40,), (4, 2 * BLOCK), (50,))
 
-    def run(backend: str) -> tuple[list[torch.Tensor], adamkit.AdamW]:
-        params = make_params(torch.float32, shapes)
-        opt = adamkit.AdamW(params, backend=backend, state_dtype="int8", weight_decay=0.1)
-        grads = grad_stream(params)
-        for i in range(4):
-            for p, g in zip(params, grads(i), strict=True):
-                p.grad = g.float()
-            opt.step()
-        return params, opt
+    def make(backend: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+        return lambda params: adamkit.AdamW(
+            params, backend=backend, state_dtype="int8", weight_decay=0.1
+        )
 
-    eager, e_opt = run("eager")
+    eager, e_opt = _stepped(make("eager"), shapes)
     monkeypatch.setattr(jobs, "RUN", 2 * BLOCK)
-    fast, c_opt = run("compiled")
+    fast, c_opt = _stepped(make("compiled"), shapes)
     assert "torch.compile failed" not in caplog.text  # compiled indeed, not the eager fallback
-    chunks = [
-        call.jobs
-        for program in c_opt._programs.values()  # type: ignore[attr-defined]
-        for stage in program.stages
-        for bucket in stage.work.buckets
-        for call in bucket.calls
-    ]
+    chunks = _chunks(c_opt)
     assert all(len(held) <= compiled.BLOCK_CHUNK for held in chunks)
     cut = [(job.rows, job.numel) for held in chunks for job in held]
     assert sorted(cut) == sorted(
@@ -115,15 +148,7 @@ def test_compiled_runs_match_the_eager_whole_tensor(
         + [(True, 2 * BLOCK)] * 4
         + [(False, 50)]
     )
-    for a, b in zip(fast, eager, strict=True):
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
-    # the same random bits: the codes agree but where float rounding moved a value across the
-    # boundary between two codes
-    for pa, pb in zip(fast, eager, strict=True):
-        for key, value in e_opt.state[pb].items():
-            if torch.is_tensor(value) and value.dtype == torch.uint8:
-                same = (c_opt.state[pa][key] == value).float().mean().item()
-                assert same > 0.99, key
+    _assert_compiled_as_eager(fast, c_opt, eager, e_opt)
 
 
 @pytest.mark.slow
@@ -132,40 +157,21 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks(
 ) -> None:
     """Shaped rules (which read shapes) on 8-bit state: a tensor whose last dimension is whole
     blocks is one job with that dimension split (jobs.shaped_in_blocks), compiled as the
-    eager whole tensor steps; one whose last dimension is not stays whole."""
-    shapes = ((6, 2 * BLOCK), (5, 100))
+    eager whole tensor steps, a vector too (whose one-block v, (1, 1), stays as it is); one
+    whose last dimension is not stays whole."""
+    shapes = ((6, 2 * BLOCK), (2 * BLOCK,), (5, 100))
 
-    def run(backend: str) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
-        params = make_params(torch.float32, shapes)
-        opt = adamkit.AdamMini(params, backend=backend, state_dtype="int8")
-        grads = grad_stream(params)
-        for i in range(4):
-            for p, g in zip(params, grads(i), strict=True):
-                p.grad = g.float()
-            opt.step()
-        return params, opt
+    def make(backend: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
+        return lambda params: adamkit.AdamMini(params, backend=backend, state_dtype="int8")
 
-    eager, e_opt = run("eager")
-    fast, c_opt = run("compiled")
+    eager, e_opt = _stepped(make("eager"), shapes)
+    fast, c_opt = _stepped(make("compiled"), shapes)
     assert "torch.compile failed" not in caplog.text
-    held = [
-        job
-        for program in c_opt._programs.values()  # type: ignore[attr-defined]
-        for stage in program.stages
-        for bucket in stage.work.buckets
-        for call in bucket.calls
-        for job in call.jobs
-    ]
+    held = [job for chunk in _chunks(c_opt) for job in chunk]
     assert sorted((tuple(job.plan.slot["param"].shape), job.split) for job in held) == sorted(
-        [((6, 2 * BLOCK), True), ((5, 100), False)]
+        [((6, 2 * BLOCK), True), ((2 * BLOCK,), True), ((5, 100), False)]
     )
-    for a, b in zip(fast, eager, strict=True):
-        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-6)
-    for pa, pb in zip(fast, eager, strict=True):
-        for key, value in e_opt.state[pb].items():
-            if torch.is_tensor(value) and value.dtype == torch.uint8:
-                same = (c_opt.state[pa][key] == value).float().mean().item()
-                assert same > 0.99, key
+    _assert_compiled_as_eager(fast, c_opt, eager, e_opt)
 
 
 @pytest.mark.parametrize(

@@ -198,9 +198,8 @@ class Blockwise8:
         views, and its last, shorter block as a (1, rest) view if any. Traced, one run of
         all the whole blocks (a compiler fuses it; a padded copy would become a masked load of
         every element); eagerly on the CPU, runs of ``PIECE`` elements, so that the codec's
-        temporaries stay in cache. (The compiled path gives a tensor of whole blocks as
-        (blocks, 256) rows, whose flat view here is known to be whole blocks; a length
-        not known to be so would index every element modulo its runs.)"""
+        temporaries stay in cache. (Traced, only the block maxima of a tensor that is not rows
+        of whole blocks are taken here: :meth:`_encode_in_place`.)"""
         n = flat.numel()
         in_pieces = pieces.splittable({"flat": flat})
         if n % BLOCK == 0 and not in_pieces:
@@ -235,12 +234,19 @@ class Blockwise8:
         """Codes and block maxima of float32 ``rows`` whose last dimension is one block, its
         first element numbered ``offset``."""
         absmax = rows.abs().amax(dim=-1, keepdim=True)
-        normalized = rows / torch.where(absmax > 0, absmax, 1.0)
+        return self._scaled_codes(rows, absmax, key, offset), absmax
+
+    def _scaled_codes(
+        self, value: torch.Tensor, scale: torch.Tensor, key: int, offset: Offset
+    ) -> torch.Tensor:
+        """The codes of float32 ``value`` divided by ``scale`` (its elements' block maxima,
+        broadcast; a block of zeros is divided by 1), its first element numbered ``offset``."""
+        normalized = value / torch.where(scale > 0, scale, 1.0)
         draw = None
         if self.rounding == "stochastic":
             bits = random_bits(normalized, key, 24, offset)
             draw = bits.to(torch.float32) * (1.0 / 2**24)
-        return dynamic_map.encode(normalized, self.signed, draw), absmax
+        return dynamic_map.encode(normalized, self.signed, draw)
 
     def _encode_in_place(
         self, value: torch.Tensor, key: int, offset: Offset
@@ -252,13 +258,7 @@ class Blockwise8:
         tensors alike (contiguously), not through a flat view of size symbols."""
         maxima = [part.abs().amax(dim=1) for _, part in self._parts(value.reshape(-1))]
         absmax = _joined(maxima)
-        scale = _per_element(absmax, value)
-        normalized = value / torch.where(scale > 0, scale, 1.0)
-        draw = None
-        if self.rounding == "stochastic":
-            bits = random_bits(normalized, key, 24, offset)
-            draw = bits.to(torch.float32) * (1.0 / 2**24)
-        return dynamic_map.encode(normalized, self.signed, draw), absmax
+        return self._scaled_codes(value, _per_element(absmax, value), key, offset), absmax
 
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         index, absmax = self._encode(value, 0)
@@ -292,7 +292,7 @@ class Blockwise8:
 
 def _whole_row_blocks(t: torch.Tensor) -> bool:
     """Traced, whether ``t`` has two or more dimensions and its last is known to be whole
-    blocks (a split job's, :func:`adamkit.core.jobs.shaped_in_blocks`): its blocks are then
+    blocks (a rows job's, or a split job's: :mod:`adamkit.core.jobs`): its blocks are then
     cut along that dimension, which inductor indexes by loop counters; through a flat view it
     would index each element by divisions and remainders of the tensor's size symbols. Known,
     not assumed: a size symbol is never guarded on."""

@@ -490,6 +490,7 @@ class CompiledPath:
             "UNIFORM": kind == "uniform",
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
             "SPLIT": job.block if job.split else 0,
+            "SPLIT_NAMES": job.split_names,
         }
         key = (type(opt), job.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
@@ -519,8 +520,8 @@ class CompiledPath:
     ) -> list[Plan] | None:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
-        tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows and split
-        jobs get whole blocks, at least two rows (Dynamo specialises a size of one). None
+        tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
+        and split jobs get whole blocks, at least two (Dynamo specialises a size of one). None
         where no such stand-in has the same signature."""
         view = like.plan.slot["param"]
         out = []

@@ -84,7 +84,7 @@ def _joined(t: torch.Tensor, block: int) -> torch.Tensor:
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
     # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES,
-    # SPLIT.
+    # SPLIT (the block of a split job's last dimension, else 0), SPLIT_NAMES.
     # ``indices``: each job's parameter index and the number of its first element.
     floats, ints = scalars
     segments = None
@@ -106,12 +106,10 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
             zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
         )
         if SPLIT:  # noqa: F821 - last dimensions split in blocks (jobs.shaped_in_blocks)
-            split = slot["param"].dim()
-            slot = {name: _joined(t, SPLIT) for name, t in slot.items()}  # noqa: F821
-            state = {
-                name: _joined(t, SPLIT) if t.dim() == split else t  # noqa: F821
-                for name, t in state.items()
-            }
+            slot, state = (
+                {n: _joined(t, SPLIT) if n in SPLIT_NAMES else t for n, t in d.items()}  # noqa: F821
+                for d in (slot, state)
+            )
             grad = _joined(grad, SPLIT)  # noqa: F821
         update_one(
             RULE,  # noqa: F821

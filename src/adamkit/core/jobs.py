@@ -33,7 +33,8 @@ RUN = 1 << 17
 
 class Job:
     """Elements ``start`` to ``stop`` of a planned tensor as one job (the whole tensor when
-    ``stop`` is None), as (blocks, block) rows with ``rows``."""
+    ``stop`` is None), as (blocks, block) rows with ``rows``; the whole tensor with its last
+    dimension split into blocks with ``split`` (:func:`shaped_in_blocks`)."""
 
     __slots__ = (
         "block",
@@ -95,6 +96,18 @@ class Job:
         if t.shape != shape:
             return t
         return t.view(*shape[:-1], shape[-1] // self.block, self.block)
+
+    @property
+    def split_names(self) -> frozenset[str]:
+        """The slot and state tensors this job hands over with their last dimension split
+        (those of the parameter's shape; the gradient too)."""
+        if not self.split:
+            return frozenset()
+        plan, shape = self.plan, self.plan.slot["param"].shape
+        names = (*plan.slot_names, *plan.state_names)
+        return frozenset(
+            n for n, v in zip(names, plan.state_views, strict=True) if v.shape == shape
+        )
 
     def grad_view(self, grad: torch.Tensor) -> torch.Tensor:
         """This job's part of the (real-viewed) gradient, shaped as its other tensors."""
