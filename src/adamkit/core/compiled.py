@@ -38,7 +38,7 @@ import torch
 from adamkit.core import pieces
 from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
-from adamkit.core.jobs import Job, jobs_of
+from adamkit.core.jobs import Job, jobs_of, unaliased
 from adamkit.core.reduce import Segments
 
 # Jobs per compiled call: more jobs, fewer calls (~20 us each) but a longer first compile
@@ -228,7 +228,7 @@ class Merged(_Call):
                     plan.rebind(name, view)
             else:
                 self.copied.append((buffer, views, column))
-            self.tensors.append(buffer.view(-1))  # a view, like every other call's tensors
+            self.tensors.append(unaliased(buffer.view(-1)))
         grad = torch.empty(sum(sizes), dtype=first.slot["param"].dtype, device=device)
         shapes = [plan.slot["param"].shape for plan in plans]
         # Vectors are gathered by concatenations into their buffer (a per-tensor copy costs a
@@ -239,7 +239,7 @@ class Merged(_Call):
         self.grad_views = [
             piece.view(shape) for piece, shape in zip(grad.split(sizes), shapes, strict=True)
         ]
-        self.tensors.append(grad.view(-1))
+        self.tensors.append(unaliased(grad.view(-1)))
         if segmented:
             counts = torch.tensor(sizes, device=device)
             ids = torch.repeat_interleave(torch.arange(len(sizes), device=device), counts)
@@ -521,14 +521,27 @@ class CompiledPath:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
         tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
-        and split jobs get whole blocks, at least two (Dynamo specialises a size of one). None
-        where no such stand-in has the same signature."""
+        and split jobs get whole blocks, at least two; other jobs of block-coded state get one
+        block if ``like`` has one, else two: Dynamo specialises a size of one, so a graph
+        compiled on one block serves only jobs of one block. For the same reason a leading
+        dimension longer than a block is longer than a block in the stand-ins too (the block
+        maxima of a per-row state have two entries or more). None where no such stand-in has
+        the same signature."""
         view = like.plan.slot["param"]
         out = []
         for j in range(count):
             step = 0 if alike else j
-            length = like.block * (2 + step) if like.rows or like.split else STAND_IN_LENGTH + step
-            leading = (((2 if alike else j + 2),) + (2,) * (view.ndim - 2))[: view.ndim - 1]
+            if like.rows or like.split:
+                length = like.block * (2 + step)
+            else:  # blocks: one if ``like`` has one, else two (Dynamo specialises a size 1)
+                more = like.block if 1 < like.block < like.numel else 0
+                length = STAND_IN_LENGTH + step + more
+            leading = [(2 if alike else j + 2), *(2,) * (view.ndim - 2)][: view.ndim - 1]
+            if like.block > 1:  # (see above: per-row state in blocks)
+                leading = [
+                    n + like.block * (d > like.block)
+                    for n, d in zip(leading, view.shape[:-1], strict=True)
+                ]
             shape = (*leading, length) if opt.shaped else (length,)
             p = torch.ones(shape, dtype=like.plan.p.dtype, device=view.device, requires_grad=True)
             p.grad = torch.ones_like(p)

@@ -162,6 +162,7 @@ class Configuration:
         # which graph served the last call through Dynamo, per thread (optimizers of one
         # configuration may step in several threads)
         self.last = threading.local()
+        self.graphs = 0  # how many graphs inductor compiled for it (Dynamo recompiles add more)
         self.options = RECOMPUTE_OPTIONS if bindings["STATIC"].get("recompute") else {}
         self.dynamo = torch.compile(
             _configured(number, bindings), backend=self.capture, dynamic=True, fullgraph=True
@@ -171,6 +172,7 @@ class Configuration:
         """Dynamo's backend: inductor, keeping what it compiled as a :class:`Graph`."""
         from torch._inductor.compile_fx import compile_fx
 
+        self.graphs += 1
         sources = [n.meta["grapharg"].source.name for n in gm.graph.find_nodes(op="placeholder")]
         reader = _input_reader(sources)
         with adjusted_codegen():

@@ -3,9 +3,10 @@
 A :class:`Job` holds the views that one :func:`~adamkit.core.execute.update_one` call reads and
 writes: a parameter's slot and state tensors, whole (1-D for rules that do not read shapes), or,
 where a buffer is stored in blocks (8-bit codes with one scale per 256 elements), a run of whole
-blocks viewed as (blocks, 256) rows, with the matching run of each per-block tensor, or the last,
-shorter block. Its ``start`` numbers its first element in the whole tensor, so that its
-stochastic rounding draws the bits of those elements (:func:`adamkit.core.rounding.random_bits`).
+blocks viewed as (blocks, 256) rows, with the matching run of each per-block tensor, or the last
+job of the tensor (its last, shorter block with the whole block or two before it). Its
+``start`` numbers its first element in the whole tensor, so that its stochastic rounding draws
+the bits of those elements (:func:`adamkit.core.rounding.random_bits`).
 
 Why rows: a compiled graph sees sizes as symbols. A 1-D length that the codec cuts into
 (blocks, 256) views is not known to be whole blocks, so inductor indexes every element
@@ -19,6 +20,7 @@ in runs of rows, one job per call (``compiled.BLOCK_CHUNK``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,11 +69,13 @@ class Job:
         )
         self.block = plan.block or 1
         if stop is None:
-            self.views, self.numel = plan.state_views, plan.slot["param"].numel()
+            views, self.numel = plan.state_views, plan.slot["param"].numel()
             self.signature = plan.signature
             if split:
-                self.views = [self._last_split(v) for v in self.views]
+                views = [self._last_split(v) for v in views]
                 self.signature = (*plan.signature, "split")  # type: ignore[misc]
+            self.views = list(map(unaliased, views))
+            self._mark_one_block()
             return
         per_block = plan.per_block_names
         total = plan.slot["param"].numel()
@@ -81,14 +85,35 @@ class Job:
             if view.numel() == total:
                 self.views.append(self._shaped(view.reshape(-1)[start:stop]))
             elif name in per_block:
-                self.views.append(view[start // self.block : -(-stop // self.block)])
+                self.views.append(unaliased(view[start // self.block : -(-stop // self.block)]))
             else:
                 raise ValueError(f"state {name!r} of {tuple(view.shape)} does not split in runs")
         self.numel = stop - start
         self.signature = (*plan.signature, "rows") if rows else plan.signature  # type: ignore[misc]
+        self._mark_one_block()
+
+    def _mark_one_block(self) -> None:
+        """The per-block tensors of one block (one block maxima value) are named in the
+        signature: Dynamo makes a size of 1 a constant, so such a job cannot share a graph
+        with jobs whose tensors have more blocks (it gets a configuration, compiled once, of
+        its own). A short last block; Adam-mini's per-row v of 256 rows or fewer."""
+        plan = self.plan
+        names = (*plan.slot_names, *plan.state_names)
+        ones = tuple(
+            name
+            for name, view in zip(names, self.views, strict=True)
+            if name in plan.per_block_names and view.numel() == 1
+        )
+        if ones:
+            self.signature = (*self.signature, "one block", ones)  # type: ignore[misc]
 
     def _shaped(self, flat: torch.Tensor) -> torch.Tensor:
-        return flat.view(-1, self.block) if self.rows else flat
+        """A run's elements, as rows of one block whose length is a constant to Dynamo."""
+        if not self.rows:
+            return unaliased(flat)
+        rows = unaliased(flat.view(-1, self.block))
+        torch._dynamo.mark_static(rows, 1)
+        return rows
 
     def _last_split(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor of the parameter's shape with its last dimension split into blocks."""
@@ -113,7 +138,7 @@ class Job:
         """This job's part of the (real-viewed) gradient, shaped as its other tensors."""
         if self.stop is None:
             whole = self.plan.grad_view(grad)
-            return self._last_split(whole) if self.split else whole
+            return unaliased(self._last_split(whole) if self.split else whole)
         return self._shaped(grad.reshape(-1)[self.start : self.stop])
 
     def tensors(self, grad: torch.Tensor) -> list[torch.Tensor]:
@@ -130,13 +155,24 @@ class Job:
         update_one(rule, slot, self.grad_view(grad), state, *common, offset=self.start)
 
 
+def unaliased(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (same storage, sizes and strides) as a tensor that is not a view of another.
+
+    Dynamo guards a view on its base's sizes and strides too. Those differ between the
+    stand-ins a configuration is first compiled on and real tensors (8-bit codes of whole
+    blocks are a view of their (blocks, 256) encoding; a run of rows is a view of the flat
+    tensor), and the guard failed on every kind of job, so each configuration was compiled
+    again for real tensors: four times for 8-bit AdamW on the GPT-like set. Every tensor of a
+    compiled call is handed over this way."""
+    return t.detach()
+
+
 def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
     """The jobs of a planned tensor: itself, unless it is stored in blocks. Then, shaped (a
     rule that reads shapes, not :attr:`Plan.flat`), with its last dimension split into
     blocks where it is whole blocks (:func:`shaped_in_blocks`); else, for an ``elementwise``
-    rule, runs of at most ``run`` (``RUN``) elements of whole blocks as rows and the last,
-    shorter block; for another rule, the tensor as rows if it is whole blocks (its reductions
-    span the tensor)."""
+    rule, runs of whole blocks as rows (:func:`run_bounds`) and a last job, 1-D; for another
+    rule, the tensor as rows if it is whole blocks (its reductions span the tensor)."""
     block = plan.block
     if block in (None, 1):
         return [Job(plan)]
@@ -145,12 +181,35 @@ def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
     if not _splits(plan, block):  # type: ignore[arg-type]
         return [Job(plan)]
     n = plan.slot["param"].numel()
-    whole = n - n % block
     if not elementwise:
-        return [Job(plan, 0, n, rows=True)] if whole == n else [Job(plan)]
-    run = RUN if run is None else run
-    runs = [Job(plan, s, min(s + run, whole), rows=True) for s in range(0, whole, run)]
-    return runs + ([Job(plan, whole, n)] if whole < n else [])
+        return [Job(plan, 0, n, rows=True)] if n % block == 0 else [Job(plan)]
+    bounds, rest = run_bounds(n, block, RUN if run is None else run)  # type: ignore[arg-type]
+    runs = [Job(plan, a, b, rows=True) for a, b in itertools.pairwise(bounds)]
+    return runs + ([Job(plan, rest, n)] if rest < n else [])
+
+
+def run_bounds(n: int, block: int, run: int) -> tuple[list[int], int]:
+    """How an element-wise job cuts ``n`` elements: the bounds of runs of at most about
+    ``run`` elements of two or more whole blocks (rows), and where the last job, 1-D, starts.
+
+    Dynamo makes a size of 1 a constant of the graph it traces, so a run of one row, or a last
+    job of one block, needs a graph of its own, which costs a compile: a configuration of its
+    own (:meth:`Job._mark_one_block`), or, before those existed, a second graph of the
+    configuration (8-bit AdamW on the GPT-like set compiled four graphs for two
+    configurations, adding 20 s to its first step). So no run is one row (a last run of one
+    block joins the run before), and the last job takes a tensor's last, shorter block with
+    the whole block before it (two blocks before it if one would be left alone): it has one
+    block only in a tensor of one block."""
+    if n <= block:
+        return [0], 0
+    whole = n - n % block
+    rows_end = whole if whole == n else whole - block
+    if rows_end == block:
+        rows_end = 0
+    bounds = [*range(0, rows_end, run), rows_end] if rows_end else [0]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == block:
+        del bounds[-2]
+    return bounds, rows_end
 
 
 def shaped_in_blocks(plan: Plan, block: int) -> bool:
