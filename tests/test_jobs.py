@@ -79,6 +79,25 @@ def test_no_job_has_a_lone_block_where_its_kind_has_more(
     assert jobs.run_bounds(n, BLOCK, run * BLOCK) == ([b * BLOCK for b in bounds], last * BLOCK)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["adamw", "lamb", "adam_mini"])
+def test_tensors_of_one_block_or_a_few_are_compiled(name: str) -> None:
+    """Tensors of one block, or of a few blocks and a short one, each take a compiled
+    configuration whose stand-ins have their signature (one-entry block maxima included),
+    so none is left to the eager path, for an element-wise rule, one with per-tensor
+    reductions and one that reads shapes."""
+    shapes = ((BLOCK,), (2, BLOCK // 2), (3, BLOCK), (BLOCK + 44,), (2 * BLOCK + 8,), (50,))
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    opt = adamkit.create(name, params, state_dtype="int8", backend="compiled")
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+    (program,) = opt._programs.values()  # type: ignore[attr-defined]
+    assert [stage.work.eager for stage in program.stages] == [[]]
+    _assert_each_configuration_compiled_once(opt)
+
+
 def test_a_rule_with_reductions_takes_the_whole_tensor_as_rows_if_whole_blocks() -> None:
     opt, p = _stepped_int8(3 * BLOCK)
     (job,) = jobs.jobs_of(_plan(opt, p), elementwise=False)

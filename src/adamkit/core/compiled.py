@@ -521,7 +521,8 @@ class CompiledPath:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
         tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
-        and split jobs get whole blocks, at least two; other jobs of block-coded state get one
+        and split jobs get whole blocks, at least two (split jobs one if ``like``'s rows are
+        one block); other jobs of block-coded state get one
         block if ``like`` has one, else two: Dynamo specialises a size of one, so a graph
         compiled on one block serves only jobs of one block. For the same reason a leading
         dimension longer than a block is longer than a block in the stand-ins too (the block
@@ -532,7 +533,8 @@ class CompiledPath:
         for j in range(count):
             step = 0 if alike else j
             if like.rows or like.split:
-                length = like.block * (2 + step)
+                one = like.split and view.shape[-1] == like.block  # as many blocks a row
+                length = like.block * (1 if one else 2 + step)
             else:  # blocks: one if ``like`` has one, else two (Dynamo specialises a size 1)
                 more = like.block if 1 < like.block < like.numel else 0
                 length = STAND_IN_LENGTH + step + more

@@ -77,7 +77,9 @@ class Job:
             self.signature = plan.signature
             if split:
                 views = [self._last_split(v) for v in views]
-                self.signature = (*plan.signature, "split")  # type: ignore[misc]
+                # (rows of one block: a dimension of 1, a graph of its own; see run_bounds)
+                one = ("one block a row",) if plan.slot["param"].shape[-1] == self.block else ()
+                self.signature = (*plan.signature, "split", *one)  # type: ignore[misc]
             self.views = list(map(unaliased, views))
             self._mark_one_block()
             return
@@ -176,7 +178,8 @@ def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
     rule that reads shapes, not :attr:`Plan.flat`), with its last dimension split into
     blocks where it is whole blocks (:func:`shaped_in_blocks`); else, for an ``elementwise``
     rule, runs of whole blocks as rows (:func:`run_bounds`) and a last job, 1-D; for another
-    rule, the tensor as rows if it is whole blocks (its reductions span the tensor)."""
+    rule, the tensor as rows if it is two or more whole blocks (its reductions span the
+    tensor)."""
     block = plan.block
     if block in (None, 1):
         return [Job(plan)]
@@ -186,7 +189,8 @@ def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
         return [Job(plan)]
     n = plan.slot["param"].numel()
     if not elementwise:
-        return [Job(plan, 0, n, rows=True)] if n % block == 0 else [Job(plan)]
+        # (one block is not rows: see run_bounds)
+        return [Job(plan, 0, n, rows=True)] if n % block == 0 and n > block else [Job(plan)]
     bounds, rest = run_bounds(n, block, RUN if run is None else run)  # type: ignore[arg-type]
     runs = [Job(plan, a, b, rows=True) for a, b in itertools.pairwise(bounds)]
     return runs + ([Job(plan, rest, n)] if rest < n else [])
