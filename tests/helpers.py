@@ -1,4 +1,5 @@
-"""Shared test helpers: deterministic parameters and gradient streams, trajectories."""
+"""Shared test helpers: deterministic parameters and gradient streams, trajectories, the
+compiled calls of an optimizer's step."""
 
 from __future__ import annotations
 
@@ -23,6 +24,18 @@ def make_params(
         p = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
         out.append(p.requires_grad_(requires_grad))
     return out
+
+
+def compiled_calls(opt: torch.optim.Optimizer) -> list:
+    """The compiled calls (``adamkit.core.compiled.Call``) of every stage of every group's
+    program of ``opt``."""
+    return [
+        call
+        for program in opt._programs.values()  # type: ignore[attr-defined]
+        for stage in program.stages
+        for bucket in stage.work.buckets
+        for call in bucket.calls
+    ]
 
 
 def grad_stream(

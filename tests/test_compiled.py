@@ -12,24 +12,13 @@ import weakref
 import pytest
 import torch
 import torch._dynamo.utils as dynamo_utils
-from helpers import grad_stream, make_params
+from helpers import compiled_calls, grad_stream, make_params
 
 import adamkit
 from adamkit.core import compiled, graphs, reduce
 
 NAMES = adamkit.available()
 SHAPES = ((6, 3, 2, 2), (5, 7), (9,), (1,), (3, 4))
-
-
-def calls(opt: object) -> list[compiled.Merged | compiled.Chunk]:
-    """The compiled calls of every stage of every group's program."""
-    return [
-        call
-        for program in opt._programs.values()  # type: ignore[attr-defined]
-        for stage in program.stages
-        for bucket in stage.work.buckets
-        for call in bucket.calls
-    ]
 
 
 @pytest.fixture
@@ -72,9 +61,11 @@ def test_compiled_equals_eager_in_float64(name: str) -> None:
         else {}
     )
     compiled, opt = trajectory(name, "compiled", torch.float64, **kwargs)
-    assert calls(opt) and all(c.config is not None for c in calls(opt)), "nothing was compiled"
+    assert compiled_calls(opt) and all(c.config is not None for c in compiled_calls(opt)), (
+        "nothing was compiled"
+    )
     # and every call goes straight to its graph after the first step
-    assert all(c.graph is not None for c in calls(opt)), "a call still goes through Dynamo"
+    assert all(c.graph is not None for c in compiled_calls(opt)), "a call still goes through Dynamo"
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
 
@@ -89,7 +80,7 @@ def test_uniform_segmented_merges_equal_eager(name: str) -> None:
     shapes = ((6,), (6,), (6,), (6,), (1,), (300, 300))  # the matrix: above MERGE_NUMEL
     eager, _ = trajectory(name, "eager", torch.float64, shapes=shapes)
     fast, opt = trajectory(name, "compiled", torch.float64, shapes=shapes)
-    assert "uniform" in {c.kind for c in calls(opt)}
+    assert "uniform" in {c.kind for c in compiled_calls(opt)}
     for a, b in zip(fast, eager, strict=True):
         torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-12, atol=1e-14)
 
@@ -138,7 +129,7 @@ def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
     step(0)
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     assert graphs == before + 1  # one graph serves the merged job and the chunk
-    assert {type(call) for call in calls(opt)} == {compiled.Merged, compiled.Chunk}
+    assert {type(call) for call in compiled_calls(opt)} == {compiled.Merged, compiled.Chunk}
     for i in range(1, 101):
         step(i)
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
@@ -165,7 +156,7 @@ def test_reducing_rules_compile_each_configuration_once(
             p.grad = g.float()
         opt.step()
     compiled_configs = [c for c in fresh_configurations.known.values() if c is not None]
-    assert compiled_configs and calls(opt)
+    assert compiled_configs and compiled_calls(opt)
     assert dynamo_utils.counters["stats"]["unique_graphs"] - before == len(compiled_configs)
 
 
@@ -255,7 +246,7 @@ def test_parameters_the_compiled_path_cannot_take_run_eagerly() -> None:
     ref.step()
     torch.testing.assert_close(strided.detach(), q.detach())
     torch.testing.assert_close(single.detach(), s.detach())
-    assert not calls(opt)
+    assert not compiled_calls(opt)
 
 
 MERGEABLE = [
@@ -445,7 +436,7 @@ def run_model(backend: str, steps: int = 3) -> tuple[torch.nn.Module, object]:
 def test_module_parameters_take_the_compiled_path() -> None:
     # nn.Parameter is a tensor subclass the compiled path must take (unlike DTensor)
     model, opt = run_model("compiled")
-    stepped_params = {id(plan.p) for call in calls(opt) for plan in call.plans}
+    stepped_params = {id(plan.p) for call in compiled_calls(opt) for plan in call.plans}
     assert stepped_params == {id(p) for p in model.parameters()}
     reference, _ = run_model("eager")
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
@@ -464,8 +455,8 @@ def test_steady_steps_call_their_graphs_without_dynamo(monkeypatch: pytest.Monke
     monkeypatch.setattr(graphs.Configuration, "through_dynamo", counted)
     params, opt = stepped("compiled", 1)
     first = len(through)
-    assert first >= len(calls(opt)) > 0
-    assert all(call.graph is not None for call in calls(opt))
+    assert first >= len(compiled_calls(opt)) > 0
+    assert all(call.graph is not None for call in compiled_calls(opt))
     grads = grad_stream(params)
     for i in range(1, 6):
         for p, g in zip(params, grads(i), strict=True):
@@ -487,7 +478,7 @@ def test_a_configuration_is_compiled_once_per_process(
     _params, opt = stepped("compiled", 2)  # a second optimizer of the same configuration
     assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs_before
     assert fresh_configurations.known == known
-    assert all(call.graph is not None for call in calls(opt))
+    assert all(call.graph is not None for call in compiled_calls(opt))
 
 
 @pytest.mark.slow
@@ -523,7 +514,7 @@ def test_calls_with_huge_tensors_recompute_instead_of_keeping_temporaries(
         opt = adamkit.LAMB(params, backend="compiled", weight_decay=0.01)
         params[0].grad = torch.randn(300, 250)
         opt.step()
-        assert calls(opt)[0].recompute == (large_numel < 300 * 250)
+        assert compiled_calls(opt)[0].recompute == (large_numel < 300 * 250)
         return peak_step_bytes(opt.step) / (300 * 250)
 
     assert peak(1 << 23) >= 4.0  # kept: a float32 temporary the size of the tensor
@@ -563,9 +554,9 @@ def test_no_optimizer_keeps_a_tensor_sized_temporary(
         for p, g in zip(params, grads(i), strict=True):
             p.grad = g.float()
         opt.step()
-    kinds = {type(call) for call in calls(opt)}
+    kinds = {type(call) for call in compiled_calls(opt)}
     assert compiled.Merged in kinds and compiled.Chunk in kinds
-    assert all(call.recompute for call in calls(opt) if isinstance(call, compiled.Chunk))
+    assert all(call.recompute for call in compiled_calls(opt) if isinstance(call, compiled.Chunk))
     assert peak_step_bytes(opt.step) < 2 * 75_000  # < 1 byte per element
 
 
@@ -592,7 +583,7 @@ def test_merged_tensors_keep_their_scalar_state_per_tensor(name: str) -> None:
         return params, opt
 
     merged, opt = run("compiled")
-    assert any(isinstance(c, compiled.Merged) for c in calls(opt))
+    assert any(isinstance(c, compiled.Merged) for c in compiled_calls(opt))
     eager, reference = run("eager")
     close = {"rtol": 1e-12, "atol": 1e-14}
     for p, e in zip(merged, eager, strict=True):
@@ -615,7 +606,7 @@ def test_merged_scalar_state_needs_no_temporary(name: str) -> None:
     for p in params:
         p.grad = torch.randn_like(p)
     opt.step()
-    assert any(isinstance(c, compiled.Merged) for c in calls(opt))
+    assert any(isinstance(c, compiled.Merged) for c in compiled_calls(opt))
     assert peak_step_bytes(opt.step) < sum(p.numel() for p in params)  # < 1 B per element
 
 
@@ -950,7 +941,7 @@ def test_merged_vectors_gather_by_concatenation_and_equal_eager(
                 p.grad = g
             opt.step()
         runs.append((params, opt))
-    merged = [c for c in calls(runs[1][1]) if isinstance(c, compiled.Merged)]
+    merged = [c for c in compiled_calls(runs[1][1]) if isinstance(c, compiled.Merged)]
     assert merged and all(c.vectors is not with_matrix for c in merged)
     assert all((len(c.runs) > 1) is (serial_limit == 100) for c in merged)
     for a, b in zip(runs[0][0], runs[1][0], strict=True):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from helpers import grad_stream, make_params
+from helpers import compiled_calls, grad_stream, make_params
 
 import adamkit
 from adamkit.core import compiled, jobs
@@ -138,26 +138,15 @@ def _stepped(
     return params, opt
 
 
-def _calls(opt: torch.optim.Optimizer) -> list[compiled.Call]:
-    """The compiled calls of ``opt``'s step."""
-    return [
-        call
-        for program in opt._programs.values()  # type: ignore[attr-defined]
-        for stage in program.stages
-        for bucket in stage.work.buckets
-        for call in bucket.calls
-    ]
-
-
 def _chunks(opt: torch.optim.Optimizer) -> list[list[jobs.Job]]:
     """The jobs of each compiled chunk call of ``opt``."""
-    return [call.jobs for call in _calls(opt)]  # type: ignore[union-attr]
+    return [call.jobs for call in compiled_calls(opt)]  # type: ignore[union-attr]
 
 
 def _assert_each_configuration_compiled_once(opt: torch.optim.Optimizer) -> None:
     """Every configuration that served a call compiled one graph: the graph traced on the
     stand-ins serves every real job (no Dynamo guard failed on a real one)."""
-    configurations = {id(call.config): call.config for call in _calls(opt)}
+    configurations = {id(call.config): call.config for call in compiled_calls(opt)}
     assert None not in configurations.values()
     assert [config.graphs for config in configurations.values()] == [1] * len(configurations)
 

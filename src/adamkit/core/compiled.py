@@ -522,12 +522,11 @@ class CompiledPath:
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
         tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
         and split jobs get whole blocks, at least two (split jobs one if ``like``'s rows are
-        one block); other jobs of block-coded state get one
-        block if ``like`` has one, else two: Dynamo specialises a size of one, so a graph
-        compiled on one block serves only jobs of one block. For the same reason a leading
-        dimension longer than a block is longer than a block in the stand-ins too (the block
-        maxima of a per-row state have two entries or more). None where no such stand-in has
-        the same signature."""
+        one block); other jobs of block-coded state get one block if ``like`` has one, else
+        two: Dynamo specialises a size of one, so a graph compiled on one block serves only
+        jobs of one block. For the same reason a leading dimension longer than a block is
+        longer than a block in the stand-ins too (the block maxima of a per-row state have two
+        entries or more). None where no such stand-in has the same signature."""
         view = like.plan.slot["param"]
         out = []
         for j in range(count):

@@ -89,7 +89,10 @@ class Job:
         self.views = []
         for name, view in zip(names, plan.state_views, strict=True):
             if view.numel() == total:
-                self.views.append(self._shaped(view.reshape(-1)[start:stop]))
+                shaped = self._shaped(view.reshape(-1)[start:stop])
+                if rows:  # the block a constant to Dynamo (the gradient's is then equal to it)
+                    torch._dynamo.mark_static(shaped, 1)
+                self.views.append(shaped)
             elif name in per_block:
                 self.views.append(unaliased(view[start // self.block : -(-stop // self.block)]))
             else:
@@ -114,12 +117,8 @@ class Job:
             self.signature = (*self.signature, "one block", ones)  # type: ignore[misc]
 
     def _shaped(self, flat: torch.Tensor) -> torch.Tensor:
-        """A run's elements, as rows of one block whose length is a constant to Dynamo."""
-        if not self.rows:
-            return unaliased(flat)
-        rows = unaliased(flat.view(-1, self.block))
-        torch._dynamo.mark_static(rows, 1)
-        return rows
+        """A run's elements, as rows of one block with ``rows``."""
+        return unaliased(flat.view(-1, self.block) if self.rows else flat)
 
     def _last_split(self, t: torch.Tensor) -> torch.Tensor:
         """A tensor of the parameter's shape with its last dimension split into blocks."""
@@ -168,8 +167,9 @@ def unaliased(t: torch.Tensor) -> torch.Tensor:
     stand-ins a configuration is first compiled on and real tensors (8-bit codes of whole
     blocks are a view of their (blocks, 256) encoding; a run of rows is a view of the flat
     tensor), and the guard failed on every kind of job, so each configuration was compiled
-    again for real tensors: four times for 8-bit AdamW on the GPT-like set. Every tensor of a
-    compiled call is handed over this way."""
+    again for real tensors (8-bit AdamW on the GPT-like set: six graphs for two
+    configurations, with the sizes of 1 of :func:`run_bounds`). Every tensor of a compiled
+    call is handed over this way."""
     return t.detach()
 
 
