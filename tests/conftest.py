@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(__file__))
 # The suite runs the eager path unless a test asks for backend="compiled" (tests/test_compiled.py
 # compares the two); compiled chunks are small in tests to keep compile times short.
@@ -11,3 +13,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # OpenMP threads that spin while they wait took the cores from the other worker (the
     # char-lm tests took twice as long). Set before torch is imported, which reads it once.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():  # type: ignore[no-untyped-def]
+    """Each test starts with the worker's thread count. A test that changes it (the bench run
+    in-process sets one thread) would otherwise leave it changed for the tests after it, and
+    Dynamo guards the thread count: every configuration compiled before would compile again."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_configurations(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """An empty process-wide cache of compiled configurations, for tests that count compiles
+    (a configuration another test compiled may have served other tensors since)."""
+    from adamkit.core import compiled, graphs
+
+    fresh = graphs.Configurations()
+    monkeypatch.setattr(compiled, "CONFIGURATIONS", fresh)
+    return fresh

@@ -21,14 +21,6 @@ NAMES = adamkit.available()
 SHAPES = ((6, 3, 2, 2), (5, 7), (9,), (1,), (3, 4))
 
 
-@pytest.fixture
-def fresh_configurations(monkeypatch: pytest.MonkeyPatch) -> graphs.Configurations:
-    """An empty process-wide cache of compiled configurations, for tests that count compiles."""
-    fresh = graphs.Configurations()
-    monkeypatch.setattr(compiled, "CONFIGURATIONS", fresh)
-    return fresh
-
-
 def trajectory(
     name: str,
     backend: str,

@@ -80,6 +80,7 @@ def test_no_job_has_a_lone_block_where_its_kind_has_more(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fresh_configurations")
 @pytest.mark.parametrize("name", ["adamw", "lamb", "adam_mini"])
 def test_tensors_of_one_block_or_a_few_are_compiled(name: str) -> None:
     """Tensors of one block, or of a few blocks and a short one, each take a compiled
@@ -145,7 +146,9 @@ def _chunks(opt: torch.optim.Optimizer) -> list[list[jobs.Job]]:
 
 def _assert_each_configuration_compiled_once(opt: torch.optim.Optimizer) -> None:
     """Every configuration that served a call compiled one graph: the graph traced on the
-    stand-ins serves every real job (no Dynamo guard failed on a real one)."""
+    stand-ins serves every real job (no Dynamo guard failed on a real one). The test must
+    compile its own configurations (``fresh_configurations``): one compiled before by another
+    test, on other tensors or another thread count, may have compiled more."""
     configurations = {id(call.config): call.config for call in compiled_calls(opt)}
     assert None not in configurations.values()
     assert [config.graphs for config in configurations.values()] == [1] * len(configurations)
@@ -173,6 +176,7 @@ def _assert_compiled_as_eager(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fresh_configurations")
 def test_compiled_runs_match_the_eager_whole_tensor(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -202,6 +206,7 @@ def test_compiled_runs_match_the_eager_whole_tensor(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fresh_configurations")
 def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -10,6 +10,11 @@ later steps of the same call object have tensors of the same sizes, strides, dty
 (the arrangement is rebuilt whenever a parameter, its storage or its state changes), so they
 call that graph directly. That skips Dynamo's guards and frame handling, about 100 us of the
 ~120 us a call of eight jobs costs in Python.
+
+Dynamo also guards global state, the thread count (``torch.set_num_threads``) among it: a call
+object made after the thread count changed traces its configuration again (inductor's code then
+comes from its on-disk cache, which does not key on threads). Graphs are right for any thread
+count (``cpp.dynamic_threads``), so call objects made before keep theirs.
 """
 
 from __future__ import annotations
