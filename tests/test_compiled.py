@@ -188,6 +188,59 @@ def test_code_generation_does_not_retrace_shared_intermediates(
     assert 0 < nodes_run[0] < 20_000
 
 
+def test_an_inlined_intermediate_is_traced_once_per_loop_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each level of the chain reads the one before twice; nothing is kept (the opcount
+    # threshold of INLINE_DECODED_OPTIONS), so every level is inlined. Inductor traced the
+    # chain as a tree, at least 2^levels reads of x (ten levels: a million loop-body nodes run,
+    # against 215 memoized); memoized loaders (codegen._loaders_memoized) trace each level once.
+    import types
+
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    from torch._inductor import loop_body
+    from torch._inductor.compile_fx import compile_fx
+
+    from adamkit.core.codegen import adjusted_codegen, adjustments_left_out
+
+    def chain(x: torch.Tensor) -> torch.Tensor:
+        for _ in range(7):
+            x = x * x + 0.5 * x
+        return x
+
+    nodes_run = [0]
+    run_node = loop_body.InterpreterShim.run_node
+
+    def counting(self: object, node: object) -> object:
+        nodes_run[0] += 1
+        return run_node(self, node)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop_body.InterpreterShim, "run_node", counting)
+
+    def nodes(left_out: list[str]) -> int:
+        def backend(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> object:
+            with adjustments_left_out(left_out), adjusted_codegen():
+                return compile_fx(gm, inputs, config_patches=graphs.INLINE_DECODED_OPTIONS)
+
+        # a code object of its own per compile, so Dynamo compiles each afresh
+        code = chain.__code__.replace(co_name=f"chain_{len(left_out)}")
+        fresh = types.FunctionType(code, chain.__globals__)
+        nodes_run[0] = 0
+        x = torch.rand(64, dtype=torch.float64) * 0.1
+        with (  # compiled here, not loaded from inductor's on-disk caches
+            inductor_config.patch(fx_graph_cache=False),
+            functorch_config.patch(enable_autograd_cache=False),
+        ):
+            got = torch.compile(fresh, backend=backend, fullgraph=True)(x)
+        torch.testing.assert_close(got, chain(x), rtol=1e-12, atol=0)
+        return nodes_run[0]
+
+    memoized, as_a_tree = nodes([]), nodes(["loaders_memoized"])
+    assert 0 < memoized < 400  # (every kernel's loop body, a few nodes per level)
+    assert as_a_tree > 20 * memoized
+
+
 @pytest.mark.parametrize(
     "statistic, exact",
     [

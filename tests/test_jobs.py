@@ -240,8 +240,15 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks(
 @pytest.mark.parametrize(
     ("backend", "name"),
     # eager LAMB: pieces in two stages (execute.step_in_stages) with the runs of block maxima;
-    # compiled, its reductions span the tensor, which is one job (not yet below 1 byte)
-    [("eager", "adamw"), ("eager", "lamb"), ("compiled", "adamw")],
+    # compiled, a rule with reductions steps the tensor in one job whose passes recompute the
+    # decoded moments (graphs.INLINE_DECODED_OPTIONS): 8 bytes per parameter were kept before
+    [
+        ("eager", "adamw"),
+        ("eager", "lamb"),
+        ("compiled", "adamw"),
+        ("compiled", "lamb"),
+        ("compiled", "adam_mini"),
+    ],
 )
 def test_an_8bit_step_has_no_tensor_sized_temporaries(backend: str, name: str) -> None:
     from adamkit.bench.speed import peak_step_bytes

@@ -29,9 +29,10 @@ from adamkit.core import hoist
 
 try:
     from torch._inductor import dtype_propagation as _dtype_propagation
+    from torch._inductor import ir as _ir
     from torch._inductor.codegen import cpp as _cpp
 except ImportError:  # pragma: no cover - a torch without inductor's C++ backend
-    _cpp = _dtype_propagation = None
+    _cpp = _dtype_propagation = _ir = None
 
 
 @contextlib.contextmanager
@@ -281,6 +282,47 @@ def _dtype_rules_built_once(original: Any) -> Any:
             self.adamkit_built_from = tables
 
     return build_rules
+
+
+def _loaders_memoized(original: Any) -> Any:
+    """A pointwise intermediate that is not stored (inlined into the loops that read it) is
+    evaluated once per index in each trace of a loop body, not once per read.
+
+    Inductor evaluates an inlined node's ``inner_fn`` at every read, so each read of a shared
+    intermediate traces its whole expression again: a DAG is traced as a tree. 8-bit state
+    makes deep shared chains (the decoded moment feeds the encoding's decade selects, each of
+    which reads it); inlined, the loop body of 8-bit LAMB's update on one tensor traced 1.1
+    million nodes and took some 500 s to compile, so inductor's opcount threshold kept such
+    values in tensor-sized buffers (8 bytes per parameter). A read with the same ops handler
+    (one trace) and the same index returns the value that handler gave the first read: the
+    same expression, traced once. Handlers that cannot be weakly referenced, and indices that
+    cannot be hashed, are evaluated as before."""
+    import weakref
+
+    from torch._inductor.virtualized import V
+
+    memos: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+
+    def make_loader(self: Any) -> Any:
+        inner = original(self)
+        if inner is not getattr(self, "inner_fn", None):
+            return inner
+
+        def load(index: Any) -> Any:
+            handler = V.get_ops_handler()
+            key = (inner, tuple(index))
+            try:
+                memo = memos.setdefault(handler, {})
+                if key in memo:
+                    return memo[key]
+            except TypeError:  # a handler without weak references, an unhashable index
+                return inner(index)
+            value = memo[key] = inner(index)
+            return value
+
+        return load
+
+    return make_loader
 
 
 def _remember_origin(original: Any) -> Any:
@@ -537,6 +579,7 @@ ADJUSTMENTS: tuple[Adjustment, ...] = (
         _side_by_side_reductions,
         True,
     ),
+    Adjustment("loaders_memoized", lambda: _ir.Pointwise, "make_loader", _loaders_memoized, True),
     Adjustment(
         "dtype_rules_built_once",
         lambda: _dtype_propagation.DtypePropagationOpsHandler,

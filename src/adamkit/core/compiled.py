@@ -491,6 +491,8 @@ class CompiledPath:
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
             "SPLIT": job.block if job.split else 0,
             "SPLIT_NAMES": job.split_names,
+            # 8-bit state of a rule with reductions: decoded values recomputed, never kept
+            "INLINE_DECODED": job.block > 1 and not opt.elementwise,
         }
         key = (type(opt), job.signature, kind, call.recompute, *numbers)
         return CONFIGURATIONS.get(key, bindings, lambda config: trial.run(config, scalars))
