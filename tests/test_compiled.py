@@ -8,6 +8,7 @@ import gc
 import io
 import itertools
 import weakref
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,6 +19,38 @@ import adamkit
 from adamkit.core import compiled, graphs, reduce
 
 NAMES = adamkit.available()
+
+
+@contextlib.contextmanager
+def compiled_afresh() -> Iterator[None]:
+    """Compiles inside are made here, not loaded from inductor's on-disk caches."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    with (
+        inductor_config.patch(fx_graph_cache=False),
+        functorch_config.patch(enable_autograd_cache=False),
+    ):
+        yield
+
+
+@pytest.fixture
+def loop_body_nodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item count of the loop-body FX nodes inductor's code generation runs (the test
+    resets it before the compile it counts)."""
+    from torch._inductor import loop_body
+
+    count = [0]
+    run_node = loop_body.InterpreterShim.run_node
+
+    def counting(self: object, node: object) -> object:
+        count[0] += 1
+        return run_node(self, node)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop_body.InterpreterShim, "run_node", counting)
+    return count
+
+
 SHAPES = ((6, 3, 2, 2), (5, 7), (9,), (1,), (3, 4))
 
 
@@ -154,42 +187,27 @@ def test_reducing_rules_compile_each_configuration_once(
 
 @pytest.mark.slow
 def test_code_generation_does_not_retrace_shared_intermediates(
-    fresh_configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch
+    fresh_configurations: graphs.Configurations, loop_body_nodes: list[int]
 ) -> None:
     # Inductor traces an inlined intermediate again for every read. B_Adam's softplus
     # polynomials read its Φ chain many times: with inductor's CPU threshold (50 operations)
     # the loop bodies of its general configuration ran ~95,000 FX nodes in code generation;
     # kept once above 40 operations (INDUCTOR_OPTIONS), ~6,700.
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-    from torch._inductor import loop_body
-
-    nodes_run = [0]
-    run_node = loop_body.InterpreterShim.run_node
-
-    def counting(self: object, node: object) -> object:
-        nodes_run[0] += 1
-        return run_node(self, node)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loop_body.InterpreterShim, "run_node", counting)
     params = make_params(torch.float32, ((300, 250),))
     opt = adamkit.create("b_adam", params, backend="compiled")
     grads = grad_stream(params)
-    with (  # compiled here, not loaded from inductor's on-disk caches
-        inductor_config.patch(fx_graph_cache=False),
-        functorch_config.patch(enable_autograd_cache=False),
-    ):
+    with compiled_afresh():
         for i in range(2):  # step 2 compiles the general configuration
             for p, g in zip(params, grads(i), strict=True):
                 p.grad = g.float()
-            nodes_run[0] = 0
+            loop_body_nodes[0] = 0
             opt.step()
     assert len(fresh_configurations.known) == 2
-    assert 0 < nodes_run[0] < 20_000
+    assert 0 < loop_body_nodes[0] < 20_000
 
 
 def test_an_inlined_intermediate_is_traced_once_per_loop_body(
-    monkeypatch: pytest.MonkeyPatch,
+    loop_body_nodes: list[int],
 ) -> None:
     # Each level of the chain reads the one before twice; nothing is kept (the opcount
     # threshold of INLINE_DECODED_OPTIONS), so every level is inlined. Inductor traced the
@@ -197,9 +215,6 @@ def test_an_inlined_intermediate_is_traced_once_per_loop_body(
     # against 215 memoized); memoized loaders (codegen._loaders_memoized) trace each level once.
     import types
 
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-    from torch._inductor import loop_body
     from torch._inductor.compile_fx import compile_fx
 
     from adamkit.core.codegen import adjusted_codegen, adjustments_left_out
@@ -209,15 +224,6 @@ def test_an_inlined_intermediate_is_traced_once_per_loop_body(
             x = x * x + 0.5 * x
         return x
 
-    nodes_run = [0]
-    run_node = loop_body.InterpreterShim.run_node
-
-    def counting(self: object, node: object) -> object:
-        nodes_run[0] += 1
-        return run_node(self, node)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loop_body.InterpreterShim, "run_node", counting)
-
     def nodes(left_out: list[str]) -> int:
         def backend(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> object:
             with adjustments_left_out(left_out), adjusted_codegen():
@@ -226,15 +232,12 @@ def test_an_inlined_intermediate_is_traced_once_per_loop_body(
         # a code object of its own per compile, so Dynamo compiles each afresh
         code = chain.__code__.replace(co_name=f"chain_{len(left_out)}")
         fresh = types.FunctionType(code, chain.__globals__)
-        nodes_run[0] = 0
+        loop_body_nodes[0] = 0
         x = torch.rand(64, dtype=torch.float64) * 0.1
-        with (  # compiled here, not loaded from inductor's on-disk caches
-            inductor_config.patch(fx_graph_cache=False),
-            functorch_config.patch(enable_autograd_cache=False),
-        ):
+        with compiled_afresh():
             got = torch.compile(fresh, backend=backend, fullgraph=True)(x)
         torch.testing.assert_close(got, chain(x), rtol=1e-12, atol=0)
-        return nodes_run[0]
+        return loop_body_nodes[0]
 
     memoized, as_a_tree = nodes([]), nodes(["loaders_memoized"])
     assert 0 < memoized < 400  # (every kernel's loop body, a few nodes per level)
@@ -945,12 +948,8 @@ def test_compiled_in_a_one_thread_process_is_right_on_two_threads(
     # region. Compiled with one thread, inductor left out its `omp single`, and on two threads
     # each thread updated v, so v often took the step twice. The kernel must not come from
     # inductor's on-disk caches, which do not key on the thread count.
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-
     with contextlib.ExitStack() as stack:
-        stack.enter_context(inductor_config.patch(fx_graph_cache=False))
-        stack.enter_context(functorch_config.patch(enable_autograd_cache=False))
+        stack.enter_context(compiled_afresh())
         stack.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(1)
         compiled_params, opt = trajectory("adam_mini", "compiled", torch.float64, steps=1)

@@ -1,10 +1,11 @@
 """Adjustments to inductor's C++ code generation, in force only while adamkit compiles a rule.
 
 Each one patches a function or method of inductor's C++ backend (``torch._inductor.codegen.cpp``;
-one, of its dtype rules; one, of its loop bodies; two, of its fusion choices) for the duration of
-:func:`adjusted_codegen` and is skipped where that inductor has no such attribute. Most change
-how fast the generated code runs (or whether it compiles at all), never what it computes;
-:func:`_dtype_rules_built_once` only how fast it is generated; :func:`_threads_at_least_two`
+one, of its dtype rules; one, of its loop bodies; two, of its fusion choices; one, of its IR's
+loaders) for the duration of :func:`adjusted_codegen` and is skipped where that inductor has no
+such attribute. Most change how fast the generated code runs (or whether it compiles at all),
+never what it computes; :func:`_dtype_rules_built_once` and :func:`_loaders_memoized` how fast
+it is generated; :func:`_threads_at_least_two`
 keeps a kernel compiled in a one-thread process correct when it runs on several threads;
 :func:`_remember_origin` only records, for :func:`_exact_bfloat16_by_truncation`, which op made
 each value of a kernel. :data:`ADJUSTMENTS` lists them in the order they are applied and marks
@@ -317,8 +318,8 @@ def _loaders_memoized(original: Any) -> Any:
                     return memo[key]
             except TypeError:  # a handler without weak references, an unhashable index
                 return inner(index)
-            value = memo[key] = inner(index)
-            return value
+            memo[key] = inner(index)
+            return memo[key]
 
         return load
 

@@ -72,10 +72,10 @@ RECOMPUTE_OPTIONS = {"realize_reads_threshold": 16}
 # A rule with reductions on 8-bit state (``INLINE_DECODED``) keeps no intermediate for its
 # number of operations: its decoded moments (some 50 operations of selects) were kept between
 # the pass of its reductions (LAMB's norms, Adam-mini's row means, the block maxima of the new
-# codes) and the update's (LAMB on one 25M tensor: 8 bytes per parameter). Traced once per loop body whatever its reads
-# (codegen._loaders_memoized), an inlined intermediate costs no compile time per read. Not for
-# element-wise rules, whose one pass per run needs no kept value across passes: inlined there,
-# 8-bit AdamW stepped 25 % slower.
+# codes) and the update's (LAMB on one 25M tensor: 8 bytes per parameter). Traced once per
+# loop body whatever its reads (codegen._loaders_memoized), an inlined intermediate costs no
+# compile time per read. Not for element-wise rules, whose one pass per run needs no kept
+# value across passes: inlined there, 8-bit AdamW stepped 25 % slower.
 INLINE_DECODED_OPTIONS = {"realize_opcount_threshold": 100_000}
 # The sources a directly called graph may read: the chunk body's arguments, their items, and
 # the sizes, strides and offsets of those tensors.
