@@ -136,25 +136,47 @@ def run_on_two_ranks(job: Callable[[int, int], Any]) -> Any:
         ]
         for proc in procs:
             proc.start()
+        outcomes: dict[int, tuple[bool, Any]] = {}
         try:
-            outcomes = {}
-            for _ in range(WORLD):
-                rank, ok, value = results.get(timeout=RESULT_TIMEOUT)
-                outcomes[rank] = (ok, value)
-        except queue.Empty:
-            outcomes = {}
+            outcomes = _reports(results, procs)
         finally:
             for proc in procs:
                 proc.join(timeout=30)
                 if proc.is_alive():
                     proc.kill()
     if len(outcomes) < WORLD:
-        raise AssertionError(f"the ranks did not report within {RESULT_TIMEOUT} s")
+        codes = [proc.exitcode for proc in procs]
+        raise AssertionError(
+            f"ranks {sorted(set(range(WORLD)) - set(outcomes))} did not report within "
+            f"{RESULT_TIMEOUT} s, or died first (exit codes {codes}; negative: a signal)"
+        )
     for rank in range(WORLD):
         ok, value = outcomes[rank]
         if not ok:
             raise AssertionError(f"rank {rank} failed:\n{value}")
     return outcomes[0][1]
+
+
+def _reports(results: Any, procs: list[Any]) -> dict[int, tuple[bool, Any]]:
+    """Each rank's (ok, value) as the ranks report them; fewer once ``RESULT_TIMEOUT``
+    has passed, or as soon as a rank has exited without reporting (a native crash), which
+    leaves the other waiting in a collective."""
+    outcomes: dict[int, tuple[bool, Any]] = {}
+    waited = 0.0
+    while len(outcomes) < WORLD and waited < RESULT_TIMEOUT:
+        try:
+            rank, ok, value = results.get(timeout=1.0)
+            outcomes[rank] = (ok, value)
+            continue
+        except queue.Empty:
+            waited += 1.0
+        if any(not proc.is_alive() and i not in outcomes for i, proc in enumerate(procs)):
+            with contextlib.suppress(queue.Empty):  # a report sent just before it exited
+                rank, ok, value = results.get(timeout=5.0)
+                outcomes[rank] = (ok, value)
+                continue
+            break
+    return outcomes
 
 
 def _rank_main(job: Callable[..., Any], rank: int, rendezvous: str, tmp: str, results: Any) -> None:
