@@ -253,9 +253,11 @@ def mlp_final_loss(name: str, **hyper: object) -> float:
 )
 def test_low_precision_state_trains_like_float32(name: str) -> None:
     exact = mlp_final_loss(name)
-    assert mlp_final_loss(name, state_dtype="bfloat16") == pytest.approx(exact, rel=0.02)
-    assert mlp_final_loss(name, state_dtype="float16") == pytest.approx(exact, rel=0.02)
-    assert mlp_final_loss(name, state_dtype="int8") == pytest.approx(exact, rel=0.05)
+    # (LAMB fits this data to a float32 loss of 0 on some CPUs; 8-bit state to 2.3e-10)
+    fit = 1e-6
+    assert mlp_final_loss(name, state_dtype="bfloat16") == pytest.approx(exact, rel=0.02, abs=fit)
+    assert mlp_final_loss(name, state_dtype="float16") == pytest.approx(exact, rel=0.02, abs=fit)
+    assert mlp_final_loss(name, state_dtype="int8") == pytest.approx(exact, rel=0.05, abs=fit)
 
 
 def bf16_param_after(
