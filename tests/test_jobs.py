@@ -3,6 +3,7 @@ give the whole-tensor step, eagerly and compiled."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from helpers import compiled_calls, grad_stream, make_params
 
 import adamkit
-from adamkit.core import compiled, jobs
+from adamkit.core import codecs, compiled, jobs
 from adamkit.core.codecs import BLOCK
 from adamkit.core.execute import Plan
 from adamkit.core.rounding import random_bits
@@ -207,15 +208,27 @@ def test_compiled_runs_match_the_eager_whole_tensor(
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("fresh_configurations")
-def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks(
+def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks_or_segments(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Shaped rules (which read shapes) on 8-bit state: a tensor whose last dimension is whole
-    blocks is one job with that dimension split (jobs.shaped_in_blocks), compiled as the
-    eager whole tensor steps, a vector too (whose one-block v, (1, 1), stays as it is); one
-    whose last dimension is not stays whole."""
+    blocks, or whole segments of 32 elements or more (its gcd with the block), is one job
+    with that dimension split (jobs.split_length), compiled as the eager whole tensor steps,
+    a vector too (whose one-block v, (1, 1), stays as it is); one whose last dimension is
+    neither stays whole."""
     # (a per-row v of more rows than a block has block maxima of more than one entry)
-    shapes = ((6, 2 * BLOCK), (2 * BLOCK,), (5, 100), (BLOCK + 44, 2 * BLOCK), (BLOCK + 44, 100))
+    shapes = (
+        (6, 2 * BLOCK),
+        (2 * BLOCK,),
+        (5, 100),
+        (BLOCK + 44, 2 * BLOCK),
+        (BLOCK + 44, 100),
+        (7, 3 * BLOCK // 2),
+        (BLOCK + 44, 3 * BLOCK // 2),
+        (3 * BLOCK // 2,),
+        (9, BLOCK // 2),
+        (5, 9 * BLOCK // 8),
+    )
 
     def make(backend: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
         return lambda params: adamkit.AdamMini(params, backend=backend, state_dtype="int8")
@@ -226,15 +239,81 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks(
     held = [job for chunk in _chunks(c_opt) for job in chunk]
     assert sorted((tuple(job.plan.slot["param"].shape), job.split) for job in held) == sorted(
         [
-            ((6, 2 * BLOCK), True),
-            ((2 * BLOCK,), True),
-            ((5, 100), False),
-            ((BLOCK + 44, 2 * BLOCK), True),
-            ((BLOCK + 44, 100), False),
+            ((6, 2 * BLOCK), BLOCK),
+            ((2 * BLOCK,), BLOCK),
+            ((5, 100), 0),
+            ((BLOCK + 44, 2 * BLOCK), BLOCK),
+            ((BLOCK + 44, 100), 0),
+            ((7, 3 * BLOCK // 2), BLOCK // 2),
+            ((BLOCK + 44, 3 * BLOCK // 2), BLOCK // 2),
+            ((3 * BLOCK // 2,), BLOCK // 2),
+            ((9, BLOCK // 2), BLOCK // 2),
+            ((5, 9 * BLOCK // 8), BLOCK // 8),
         ]
     )
     _assert_compiled_as_eager(fast, c_opt, eager, e_opt)
     _assert_each_configuration_compiled_once(c_opt)
+
+
+@pytest.mark.parametrize(("cols", "piece"), [(512, BLOCK), (384, 128), (288, 32), (100, 0)])
+def test_a_traced_split_dimension_is_known_to_be_whole_pieces(cols: int, piece: int) -> None:
+    """The codec cuts a joined split dimension into the pieces it was split into (whole blocks
+    or the segments of jobs.split_length), known from the graph alone with its other sizes
+    symbols; a dimension not split is not known to be pieces."""
+    t = torch.zeros(5, cols)
+    split = jobs.split_length(_plan(*_stepped_int8_like(t)), BLOCK)
+    assert split == piece
+
+    def traced(t: torch.Tensor) -> torch.Tensor:
+        joined = t.flatten(-2) if t.dim() == 3 else t
+        return t.new_full((), codecs.piece_length(joined))
+
+    shaped = jobs.unaliased(t.unflatten(-1, (-1, split)) if split else t)
+    # other sizes symbols; the piece a constant of the graph, as the chunk body's guard makes it
+    torch._dynamo.mark_dynamic(shaped, list(range(shaped.dim() - (1 if split else 0))))
+    if split:
+        torch._dynamo.mark_static(shaped, -1)
+    found = torch.compile(traced, backend="eager", dynamic=False, fullgraph=True)(shaped)
+    assert int(found) == piece
+    assert codecs.piece_length(t) == 0  # not traced
+
+
+@pytest.mark.parametrize("cols", [384, 288, 3 * BLOCK])
+def test_traced_pieces_encode_and_decode_as_the_eager_blocks(cols: int) -> None:
+    """8-bit codes of a split tensor (rows not whole blocks, so blocks span rows), encoded and
+    decoded traced in pieces, equal the eager codec's bit for bit: the block maxima, the
+    codes (stochastic rounding drawn from the same element numbers) and the values."""
+    codec = codecs.Blockwise8(signed=True, rounding="stochastic")
+    rows = 37  # the last block is short
+    value = torch.randn(rows, cols) * torch.logspace(-3, 2, rows)[:, None]
+    eager: dict[str, torch.Tensor] = {}
+    codec.create(eager, "m", torch.zeros_like(value))
+    codec.store(eager, "m", value, 77, 5)
+    piece = math.gcd(cols, BLOCK)
+
+    def traced(split: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        stored = {"m": torch.zeros_like(split, dtype=torch.uint8).flatten(-2)}
+        stored["m_absmax"] = torch.zeros_like(eager["m_absmax"])
+        codec.store(stored, "m", split.flatten(-2), 77, offset)
+        return stored["m"], stored["m_absmax"], codec.load(stored, "m", torch.float32)
+
+    compiled_fn = torch.compile(traced, backend="aot_eager", dynamic=False, fullgraph=True)
+    split = jobs.unaliased(value.unflatten(-1, (-1, piece)))
+    torch._dynamo.mark_dynamic(split, [0, 1])  # (the piece a constant, as above)
+    torch._dynamo.mark_static(split, 2)
+    codes, absmax, loaded = compiled_fn(split, torch.tensor(5))
+    assert torch.equal(absmax, eager["m_absmax"])
+    assert torch.equal(codes, eager["m"])
+    assert torch.equal(loaded, codec.load(eager, "m", torch.float32))
+
+
+def _stepped_int8_like(t: torch.Tensor) -> tuple[torch.optim.Optimizer, torch.Tensor]:
+    """A shaped rule (Adam-mini) on 8-bit state, stepped once, with a parameter like ``t``."""
+    p = torch.nn.Parameter(torch.randn_like(t))
+    p.grad = torch.randn_like(t)
+    opt = adamkit.AdamMini([p], state_dtype="int8", backend="eager")
+    opt.step()
+    return opt, p
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ a checkpoint loads the way it was written whatever the current hyperparameters s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -37,6 +37,8 @@ from adamkit.core.sharding import absolute_max, is_dtensor
 Rounding = Literal["stochastic", "nearest"]
 Stored = MutableMapping[str, object]
 BLOCK = 256
+# The shortest segment of a block that a traced last dimension is cut into (piece_length).
+SEGMENT_MIN = 32
 
 
 def _round_to(
@@ -215,10 +217,13 @@ class Blockwise8:
     def _encode(
         self, value: torch.Tensor, key: int, offset: Offset = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if _whole_row_blocks(value):
+        piece = piece_length(value)
+        if piece == BLOCK:
             rows = _in_blocks(value.to(torch.float32))
             codes, absmax = self._encode_rows(rows, key, offset)
             return codes.reshape(value.shape), absmax.reshape(-1)
+        if piece:
+            return self._encode_segments(value.to(torch.float32), piece, key, offset)
         if torch.compiler.is_compiling():
             return self._encode_in_place(value.to(torch.float32), key, offset)
         codes, maxima = [], []
@@ -248,19 +253,37 @@ class Blockwise8:
             draw = bits.to(torch.float32) * (1.0 / 2**24)
         return dynamic_map.encode(normalized, self.signed, draw)
 
+    def _encode_segments(
+        self, value: torch.Tensor, length: int, key: int, offset: Offset
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Traced, float32 ``value`` whose last dimension is known to be whole segments of
+        ``length`` elements (a divisor of the block; :func:`piece_length`): each segment's
+        maximum magnitude, then each block's, the maximum of its ``BLOCK // length``
+        segments; each segment scaled by its block's maximum. The same values as
+        :meth:`_encode_rows` on the blocks."""
+        segments = value.unflatten(-1, (-1, length))
+        per_block = BLOCK // length
+        maxima = segments.abs().amax(dim=-1).reshape(-1)
+        padded = torch.nn.functional.pad(maxima, (0, (-maxima.numel()) % per_block))
+        absmax = padded.view(-1, per_block).amax(dim=1)
+        scale = _spread(absmax, per_block, (*segments.shape[:-1], 1))
+        codes = self._scaled_codes(segments, scale, key, offset)
+        return codes.reshape(value.shape), absmax
+
     def _encode_in_place(
         self, value: torch.Tensor, key: int, offset: Offset
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Traced, a tensor not known to be rows of whole blocks: the block maxima of its
         magnitudes padded with zeros to whole blocks (no branch on its size, so no guard: one
         graph serves tensors of whole blocks and not), every other operation on the tensor as
-        it is shaped, each element scaled by its block's maximum (:func:`_per_element`). The
+        it is shaped, each element scaled by its block's maximum (:func:`_spread`). The
         same values as :meth:`_encode_rows` on the blocks, but the compiler indexes the codes
         and the rule's tensors alike (contiguously), not through a flat view of size symbols."""
         magnitudes = value.reshape(-1).abs()
         padded = torch.nn.functional.pad(magnitudes, (0, (-magnitudes.numel()) % BLOCK))
         absmax = padded.view(-1, BLOCK).amax(dim=1)
-        return self._scaled_codes(value, _per_element(absmax, value), key, offset), absmax
+        scale = _spread(absmax, BLOCK, value.shape)
+        return self._scaled_codes(value, scale, key, offset), absmax
 
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         index, absmax = self._encode(value, 0)
@@ -270,12 +293,18 @@ class Blockwise8:
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         index: torch.Tensor = st[name]  # type: ignore[assignment]
         absmax: torch.Tensor = st[f"{name}_absmax"]  # type: ignore[assignment]
-        if _whole_row_blocks(index):
+        piece = piece_length(index)
+        if piece == BLOCK:
             rows = _in_blocks(index)
             scale = absmax.view(*rows.shape[:-1], 1)
             return (dynamic_map.decode(rows, self.signed) * scale).reshape(index.shape).to(dtype)
+        if piece:  # as _encode_segments
+            segments = index.unflatten(-1, (-1, piece))
+            scale = _spread(absmax, BLOCK // piece, (*segments.shape[:-1], 1))
+            values = dynamic_map.decode(segments, self.signed) * scale
+            return values.reshape(index.shape).to(dtype)
         if torch.compiler.is_compiling():  # as _encode_in_place
-            scale = _per_element(absmax, index)
+            scale = _spread(absmax, BLOCK, index.shape)
             return (dynamic_map.decode(index, self.signed) * scale).to(dtype)
         values = []
         for start, part in self._parts(index.reshape(-1)):
@@ -292,17 +321,23 @@ class Blockwise8:
         st[f"{name}_absmax"].copy_(absmax)  # type: ignore[union-attr]
 
 
-def _whole_row_blocks(t: torch.Tensor) -> bool:
-    """Traced, whether ``t`` has two or more dimensions and its last is known to be whole
-    blocks (a rows job's, or a split job's: :mod:`adamkit.core.jobs`): its blocks are then
-    cut along that dimension, which inductor indexes by loop counters; through a flat view it
-    would index each element by divisions and remainders of the tensor's size symbols. Known,
-    not assumed: a size symbol is never guarded on."""
-    return (
-        torch.compiler.is_compiling()
-        and t.dim() >= 2
-        and statically_known_true(t.shape[-1] % BLOCK == 0)
-    )
+def piece_length(t: torch.Tensor) -> int:
+    """Traced, the length of the pieces that ``t``'s last dimension is known to be cut into:
+    ``BLOCK`` where it is whole blocks (a rows job's, or a split job's:
+    :mod:`adamkit.core.jobs`), else the longest divisor of the block of at least
+    ``SEGMENT_MIN`` that it is whole segments of (a split job's); 0 if none, or not traced.
+    A segment starts at a multiple of its length, so it lies in one block.
+    Cut along that dimension, blocks and segments are indexed by inductor's loop counters;
+    through a flat view it would index each element by divisions and remainders of the
+    tensor's size symbols. Known, not assumed: a size symbol is never guarded on."""
+    if not (torch.compiler.is_compiling() and t.dim() >= 1):
+        return 0
+    length = BLOCK
+    while length >= SEGMENT_MIN:
+        if statically_known_true(t.shape[-1] % length == 0):
+            return length
+        length //= 2
+    return 0
 
 
 def _in_blocks(t: torch.Tensor) -> torch.Tensor:
@@ -313,12 +348,12 @@ def _in_blocks(t: torch.Tensor) -> torch.Tensor:
     return t if statically_known_true(t.shape[-1] == BLOCK) else t.unflatten(-1, (-1, BLOCK))
 
 
-def _per_element(absmax: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Each element's block maximum, shaped as ``like`` (blocks of ``BLOCK`` consecutive
-    elements of ``like``, the last one shorter): a broadcast, which a compiler indexes by the
-    element's number divided by the block."""
-    spread = absmax.view(-1, 1).expand(-1, BLOCK).reshape(-1)
-    return spread[: like.numel()].view(like.shape)
+def _spread(absmax: torch.Tensor, per_block: int, shape: Sequence[Any]) -> torch.Tensor:
+    """Block maxima repeated ``per_block`` times (once per element, or per segment), the
+    first ``shape``'s number of them, shaped as ``shape``: a broadcast, which a compiler
+    indexes by the element's (or segment's) number divided by ``per_block``."""
+    spread = absmax.view(-1, 1).expand(-1, per_block).reshape(-1)
+    return spread[: math.prod(shape)].view(*shape)
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -489,7 +489,7 @@ class CompiledPath:
             "SEGMENTED": kind in SEGMENTED_KINDS,
             "UNIFORM": kind == "uniform",
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
-            "SPLIT": job.block if job.split else 0,
+            "SPLIT": job.split,
             "SPLIT_NAMES": job.split_names,
             # 8-bit state of a rule with reductions: decoded values recomputed, never kept
             "INLINE_DECODED": job.block > 1 and not opt.elementwise,
@@ -523,8 +523,9 @@ class CompiledPath:
         """``count`` small tensors with fresh state, the same layout and codecs as ``like``
         (to pad calls and to try the compiler on); their sizes differ so that Dynamo does not
         tie them together, or, with ``alike``, are equal (a uniform segmented merge). Rows
-        and split jobs get whole blocks, at least two (split jobs one if ``like``'s rows are
-        one block); other jobs of block-coded state get one block if ``like`` has one, else
+        get whole blocks, at least two; split jobs whole pieces, at least two a row (one if
+        ``like``'s rows are one), and two blocks or more if ``like`` has (else one, all
+        alike); other jobs of block-coded state get one block if ``like`` has one, else
         two: Dynamo specialises a size of one, so a graph compiled on one block serves only
         jobs of one block. For the same reason a leading dimension longer than a block is
         longer than a block in the stand-ins too (the block maxima of a per-row state have two
@@ -532,14 +533,20 @@ class CompiledPath:
         view = like.plan.slot["param"]
         out = []
         for j in range(count):
-            step = 0 if alike else j
+            step = 0 if alike or (like.split and like.numel <= like.block) else j
             if like.rows or like.split:
-                one = like.split and view.shape[-1] == like.block  # as many blocks a row
-                length = like.block * (1 if one else 2 + step)
+                one = like.split and view.shape[-1] == like.split  # as many pieces a row
+                length = (like.split or like.block) * (1 if one else 2 + step)
             else:  # blocks: one if ``like`` has one, else two (Dynamo specialises a size 1)
                 more = like.block if 1 < like.block < like.numel else 0
                 length = STAND_IN_LENGTH + step + more
-            leading = [(2 if alike else j + 2), *(2,) * (view.ndim - 2)][: view.ndim - 1]
+            leading = [2 + step, *(2,) * (view.ndim - 2)][: view.ndim - 1]
+            if like.split and like.numel > like.block:  # two blocks or more, as ``like``
+                pieces_a_block = like.block // like.split  # (segments: as many more rows)
+                if leading:
+                    leading[0] *= pieces_a_block
+                else:
+                    length *= pieces_a_block
             if like.block > 1:  # (see above: per-row state in blocks)
                 leading = [
                     n + like.block * (d > like.block)

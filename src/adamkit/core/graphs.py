@@ -85,19 +85,20 @@ _SOURCE = re.compile(
 )
 
 
-def _joined(t: torch.Tensor, block: int) -> torch.Tensor:
-    """A tensor whose last dimension arrives split in blocks of ``block``, joined again. The
-    test of the block's size is a guard that makes it a constant of the graph (each tensor's
-    sizes are symbols of their own), so that inductor knows each row is whole blocks."""
-    if t.shape[-1] != block:
-        raise ValueError(f"a split job's last dimension is {t.shape[-1]}, not its block {block}")
+def _joined(t: torch.Tensor, length: int) -> torch.Tensor:
+    """A tensor whose last dimension arrives split in pieces of ``length``, joined again. The
+    test of the pieces' length is a guard that makes it a constant of the graph (each
+    tensor's sizes are symbols of their own), so that inductor knows each row is whole pieces
+    (blocks, or segments of one: jobs.split_length)."""
+    if t.shape[-1] != length:
+        raise ValueError(f"a split job's last dimension is {t.shape[-1]}, not {length}")
     return t.flatten(-2)
 
 
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
     # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES,
-    # SPLIT (the block of a split job's last dimension, else 0), SPLIT_NAMES. (INLINE_DECODED
+    # SPLIT (the pieces' length of a split job's last dimension, else 0), SPLIT_NAMES. (INLINE_DECODED
     # chooses inductor's options only: see Configuration.)
     # ``indices``: each job's parameter index and the number of its first element.
     floats, ints = scalars
@@ -119,7 +120,7 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
         state = dict(
             zip(STATE_NAMES, tensors[base + n_slot : base + n_slot + n_state])  # noqa: F821, B905
         )
-        if SPLIT:  # noqa: F821 - last dimensions split in blocks (jobs.shaped_in_blocks)
+        if SPLIT:  # noqa: F821 - last dimensions split (jobs.split_length)
             slot, state = (
                 {n: _joined(t, SPLIT) if n in SPLIT_NAMES else t for n, t in d.items()}  # noqa: F821
                 for d in (slot, state)

@@ -21,11 +21,13 @@ in runs of rows, one job per call (``compiled.BLOCK_CHUNK``).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from adamkit.core.codecs import SEGMENT_MIN
 from adamkit.core.execute import Plan, Rule, update_one
 
 # Elements per run of a block-coded tensor (a multiple of every block) on the compiled path
@@ -40,7 +42,8 @@ RUN = 1 << 19
 class Job:
     """Elements ``start`` to ``stop`` of a planned tensor as one job (the whole tensor when
     ``stop`` is None), as (blocks, block) rows with ``rows``; the whole tensor with its last
-    dimension split into blocks with ``split`` (:func:`shaped_in_blocks`)."""
+    dimension split into pieces of ``split`` elements (0: not split), whole blocks or
+    segments of one (:func:`split_length`)."""
 
     __slots__ = (
         "block",
@@ -61,7 +64,7 @@ class Job:
         start: int = 0,
         stop: int | None = None,
         rows: bool = False,
-        split: bool = False,
+        split: int = 0,
     ) -> None:
         self.plan, self.index, self.start, self.stop, self.rows, self.split = (
             plan,
@@ -77,9 +80,9 @@ class Job:
             self.signature = plan.signature
             if split:
                 views = [self._last_split(v) for v in views]
-                # (rows of one block: a dimension of 1, a graph of its own; see run_bounds)
-                one = ("one block a row",) if plan.slot["param"].shape[-1] == self.block else ()
-                self.signature = (*plan.signature, "split", *one)  # type: ignore[misc]
+                # (rows of one piece: a dimension of 1, a graph of its own; see run_bounds)
+                one = ("one piece a row",) if plan.slot["param"].shape[-1] == split else ()
+                self.signature = (*plan.signature, "split", split, *one)  # type: ignore[misc]
             self.views = list(map(unaliased, views))
             self._mark_one_block()
             return
@@ -121,11 +124,12 @@ class Job:
         return unaliased(flat.view(-1, self.block) if self.rows else flat)
 
     def _last_split(self, t: torch.Tensor) -> torch.Tensor:
-        """A tensor of the parameter's shape with its last dimension split into blocks."""
+        """A tensor of the parameter's shape with its last dimension split into pieces of
+        ``split`` elements."""
         shape = self.plan.slot["param"].shape
         if t.shape != shape:
             return t
-        return t.view(*shape[:-1], shape[-1] // self.block, self.block)
+        return t.view(*shape[:-1], shape[-1] // self.split, self.split)
 
     @property
     def split_names(self) -> frozenset[str]:
@@ -175,16 +179,16 @@ def unaliased(t: torch.Tensor) -> torch.Tensor:
 
 def jobs_of(plan: Plan, elementwise: bool, run: int | None = None) -> list[Job]:
     """The jobs of a planned tensor: itself, unless it is stored in blocks. Then, shaped (a
-    rule that reads shapes, not :attr:`Plan.flat`), with its last dimension split into
-    blocks where it is whole blocks (:func:`shaped_in_blocks`); else, for an ``elementwise``
-    rule, runs of whole blocks as rows (:func:`run_bounds`) and a last job, 1-D; for another
-    rule, the tensor as rows if it is two or more whole blocks (its reductions span the
-    tensor)."""
+    rule that reads shapes, not :attr:`Plan.flat`), with its last dimension split into whole
+    blocks or segments of one where it can be (:func:`split_length`); else, for an
+    ``elementwise`` rule, runs of whole blocks as rows (:func:`run_bounds`) and a last job,
+    1-D; for another rule, the tensor as rows if it is two or more whole blocks (its
+    reductions span the tensor)."""
     block = plan.block
     if block in (None, 1):
         return [Job(plan)]
     if not plan.flat:
-        return [Job(plan, split=shaped_in_blocks(plan, block))]
+        return [Job(plan, split=split_length(plan, block))]
     if not _splits(plan, block):  # type: ignore[arg-type]
         return [Job(plan)]
     n = plan.slot["param"].numel()
@@ -220,20 +224,27 @@ def run_bounds(n: int, block: int, run: int) -> tuple[list[int], int]:
     return bounds, rows_end
 
 
-def shaped_in_blocks(plan: Plan, block: int) -> bool:
-    """Whether a shaped plan's last dimension is whole blocks and every full-size tensor has
-    the parameter's shape: the compiled call then takes them with that dimension split as
-    (…, blocks, ``block``), which the chunk body joins again for the rule. Inductor then sees
-    that each row of the tensor is whole blocks and indexes the block maxima by loop
-    counters, not by a division per element (what a size symbol leaves it)."""
+def split_length(plan: Plan, block: int) -> int:
+    """How a shaped plan's last dimension of C elements is split for the compiled call (0: not
+    split): where every full-size tensor has the parameter's shape, into whole blocks if C is
+    whole blocks, else into segments of h = gcd(C, ``block``) elements if h is at least
+    ``SEGMENT_MIN``. The chunk body joins them again for the rule (a guard makes the piece's
+    length a constant of the graph), and the codec cuts the last dimension the same way
+    (:func:`adamkit.core.codecs.piece_length`). A segment starts at a multiple of h, which
+    divides the block, so it never straddles two blocks: inductor then indexes the block
+    maxima by loop counters, once per block or segment, not by a division of each element's
+    number (what a size symbol leaves it; unvectorized). 8-bit Stable_Adam on eight (1536,
+    384) tensors stepped in 93.8 ms unsplit, against 16.6 on eight (384, 1536)."""
     shape = plan.slot["param"].shape
     n = shape.numel()
-    return (
+    if not (
         len(shape) >= 1
-        and shape[-1] % block == 0
         and all(t.shape == shape for t in plan.slot.values())
         and all(t.shape == shape for t in plan.stored.values() if t.numel() == n)
-    )
+    ):
+        return 0
+    piece = math.gcd(shape[-1], block)
+    return piece if piece == block or piece >= SEGMENT_MIN else 0
 
 
 def _splits(plan: Plan, block: int) -> bool:
