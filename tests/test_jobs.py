@@ -339,3 +339,24 @@ def test_an_8bit_step_has_no_tensor_sized_temporaries(backend: str, name: str) -
     opt.step()
     assert peak_step_bytes(opt.step) < numel  # below 1 byte per parameter
     assert numel > compiled.LARGE_NUMEL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["b_adam", "adamw_mini_sf", "lamb"])
+def test_an_8bit_step_below_the_recompute_size_keeps_no_tensor_sized_temporary(
+    name: str,
+) -> None:
+    """Compiled, below LARGE_NUMEL (a call that keeps intermediates read twice in float32),
+    a rule with reductions on 8-bit state still keeps none the size of the tensor: B_Adam's
+    new update (4 bytes per parameter were kept), AdamW-mini-SF's two (8 bytes), LAMB's
+    direction (4 bytes); graphs.INLINE_DECODED_OPTIONS."""
+    from adamkit.bench.speed import peak_step_bytes
+
+    numel = 1 << 22
+    assert numel <= compiled.LARGE_NUMEL
+    p = torch.randn(numel).requires_grad_()
+    p.grad = torch.randn(numel)
+    opt = adamkit.create(name, [p], backend="compiled", state_dtype="int8")
+    opt.step()
+    opt.step()  # (B_Adam's second step is its general one)
+    assert peak_step_bytes(opt.step) < numel  # below 1 byte per parameter

@@ -76,7 +76,18 @@ RECOMPUTE_OPTIONS = {"realize_reads_threshold": 16}
 # loop body whatever its reads (codegen._loaders_memoized), an inlined intermediate costs no
 # compile time per read. Not for element-wise rules, whose one pass per run needs no kept
 # value across passes: inlined there, 8-bit AdamW stepped 25 % slower.
-INLINE_DECODED_OPTIONS = {"realize_opcount_threshold": 100_000}
+# Nor for its reads: a value read more than 4 times (realize_reads_threshold), or one that
+# has gathered more than 8 reads (realize_acc_reads_threshold, B_Adam's new update, whose
+# block maxima the codes' pass needs) was kept. On a 4M tensor (below LARGE_NUMEL) B_Adam then
+# held 4.06 bytes per parameter, the AdamW-mini-SF pair 8.03, LAMB and SU_Adam 4.03; 0.03-0.06
+# with these (test_an_8bit_step_below_the_recompute_size_keeps_no_tensor_sized_temporary).
+# The price is recomputation: 8-bit B_Adam on the GPT-like set stepped 206-301 ms against 146
+# (a softplus series per element, twice), LAMB about 100 against 85-90.
+INLINE_DECODED_OPTIONS = {
+    "realize_opcount_threshold": 100_000,
+    "realize_reads_threshold": 16,
+    "realize_acc_reads_threshold": 1_000,
+}
 # The sources a directly called graph may read: the chunk body's arguments, their items, and
 # the sizes, strides and offsets of those tensors.
 _SOURCE = re.compile(
