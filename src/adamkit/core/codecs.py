@@ -262,12 +262,9 @@ class Blockwise8:
         segments; each segment scaled by its block's maximum. The same values as
         :meth:`_encode_rows` on the blocks."""
         segments = value.unflatten(-1, (-1, length))
-        per_block = BLOCK // length
         maxima = segments.abs().amax(dim=-1).reshape(-1)
-        padded = torch.nn.functional.pad(maxima, (0, (-maxima.numel()) % per_block))
-        absmax = padded.view(-1, per_block).amax(dim=1)
-        scale = _spread(absmax, per_block, (*segments.shape[:-1], 1))
-        codes = self._scaled_codes(segments, scale, key, offset)
+        absmax = _group_maxima(maxima, BLOCK // length)
+        codes = self._scaled_codes(segments, _segment_scales(absmax, segments), key, offset)
         return codes.reshape(value.shape), absmax
 
     def _encode_in_place(
@@ -279,9 +276,7 @@ class Blockwise8:
         it is shaped, each element scaled by its block's maximum (:func:`_spread`). The
         same values as :meth:`_encode_rows` on the blocks, but the compiler indexes the codes
         and the rule's tensors alike (contiguously), not through a flat view of size symbols."""
-        magnitudes = value.reshape(-1).abs()
-        padded = torch.nn.functional.pad(magnitudes, (0, (-magnitudes.numel()) % BLOCK))
-        absmax = padded.view(-1, BLOCK).amax(dim=1)
+        absmax = _group_maxima(value.reshape(-1).abs(), BLOCK)
         scale = _spread(absmax, BLOCK, value.shape)
         return self._scaled_codes(value, scale, key, offset), absmax
 
@@ -300,8 +295,7 @@ class Blockwise8:
             return (dynamic_map.decode(rows, self.signed) * scale).reshape(index.shape).to(dtype)
         if piece:  # as _encode_segments
             segments = index.unflatten(-1, (-1, piece))
-            scale = _spread(absmax, BLOCK // piece, (*segments.shape[:-1], 1))
-            values = dynamic_map.decode(segments, self.signed) * scale
+            values = dynamic_map.decode(segments, self.signed) * _segment_scales(absmax, segments)
             return values.reshape(index.shape).to(dtype)
         if torch.compiler.is_compiling():  # as _encode_in_place
             scale = _spread(absmax, BLOCK, index.shape)
@@ -354,6 +348,19 @@ def _spread(absmax: torch.Tensor, per_block: int, shape: Sequence[Any]) -> torch
     indexes by the element's (or segment's) number divided by ``per_block``."""
     spread = absmax.view(-1, 1).expand(-1, per_block).reshape(-1)
     return spread[: math.prod(shape)].view(*shape)
+
+
+def _segment_scales(absmax: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """Each segment's block maximum, shaped (…, segments, 1) to scale ``segments``, whose last
+    dimension is one segment (a divisor of the block)."""
+    return _spread(absmax, BLOCK // segments.shape[-1], (*segments.shape[:-1], 1))
+
+
+def _group_maxima(values: torch.Tensor, size: int) -> torch.Tensor:
+    """The maxima of consecutive groups of ``size`` non-negative values of 1-D ``values``, the
+    last group padded with zeros (no branch on the length, so no guard when traced)."""
+    padded = torch.nn.functional.pad(values, (0, (-values.numel()) % size))
+    return padded.view(-1, size).amax(dim=1)
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:

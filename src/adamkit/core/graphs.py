@@ -79,7 +79,7 @@ RECOMPUTE_OPTIONS = {"realize_reads_threshold": 16}
 # Nor for its reads: a value read more than 4 times (realize_reads_threshold), or one that
 # has gathered more than 8 reads (realize_acc_reads_threshold, B_Adam's new update, whose
 # block maxima the codes' pass needs) was kept. On a 4M tensor (below LARGE_NUMEL) B_Adam then
-# held 4.06 bytes per parameter, the AdamW-mini-SF pair 8.03, LAMB and SU_Adam 4.03; 0.03-0.06
+# held 8.06 bytes per parameter, the AdamW-mini-SF pair 8.03, LAMB and SU_Adam 4.03; 0.03-0.06
 # with these (test_an_8bit_step_below_the_recompute_size_keeps_no_tensor_sized_temporary).
 # The price is recomputation: 8-bit B_Adam on the GPT-like set stepped 206-301 ms against 146
 # (a softplus series per element, twice), LAMB about 100 against 85-90.
@@ -109,8 +109,8 @@ def _joined(t: torch.Tensor, length: int) -> torch.Tensor:
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
     # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES,
-    # SPLIT (the pieces' length of a split job's last dimension, else 0), SPLIT_NAMES. (INLINE_DECODED
-    # chooses inductor's options only: see Configuration.)
+    # SPLIT (the pieces' length of a split job's last dimension, else 0), SPLIT_NAMES.
+    # (INLINE_DECODED chooses inductor's options only: see Configuration.)
     # ``indices``: each job's parameter index and the number of its first element.
     floats, ints = scalars
     segments = None
