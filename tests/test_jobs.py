@@ -3,6 +3,7 @@ give the whole-tensor step, eagerly and compiled."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -218,24 +219,25 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks_or_segments(
     blocks, or whole segments of 32 elements or more (its gcd with the block), is one job
     with that dimension split (jobs.split_length), compiled as the eager whole tensor steps,
     a vector too (whose one-block v, (1, 1), stays as it is); one whose last dimension is
-    neither stays whole."""
+    neither stays whole. The tensors of a group that split take one length, the greatest
+    common divisor of their own (jobs.shared_split_lengths), so that they share a graph."""
     # (a per-row v of more rows than a block has block maxima of more than one entry)
-    shapes = (
-        (6, 2 * BLOCK),
-        (2 * BLOCK,),
-        (5, 100),
-        (BLOCK + 44, 2 * BLOCK),
-        (BLOCK + 44, 100),
-        (7, 3 * BLOCK // 2),
-        (BLOCK + 44, 3 * BLOCK // 2),
-        (3 * BLOCK // 2,),
-        (9, BLOCK // 2),
-        (5, 9 * BLOCK // 8),
+    groups = (
+        ((6, 2 * BLOCK), (2 * BLOCK,), (5, 100), (BLOCK + 44, 2 * BLOCK), (BLOCK + 44, 100)),
+        ((7, 3 * BLOCK // 2), (BLOCK + 44, 3 * BLOCK // 2), (3 * BLOCK // 2,), (9, BLOCK // 2)),
+        ((5, 9 * BLOCK // 8), (4, 2 * BLOCK), (3, 3 * BLOCK // 2)),
     )
+    sizes = [len(shapes) for shapes in groups]
 
     def make(backend: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
-        return lambda params: adamkit.AdamMini(params, backend=backend, state_dtype="int8")
+        def grouped(params: list[torch.Tensor]) -> torch.optim.Optimizer:
+            ends = list(itertools.accumulate(sizes))
+            parts = [{"params": params[a:b]} for a, b in zip([0, *ends], ends, strict=False)]
+            return adamkit.AdamMini(parts, backend=backend, state_dtype="int8")
 
+        return grouped
+
+    shapes = tuple(shape for group in groups for shape in group)
     eager, e_opt = _stepped(make("eager"), shapes)
     fast, c_opt = _stepped(make("compiled"), shapes)
     assert "torch.compile failed" not in caplog.text
@@ -252,8 +254,12 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks_or_segments(
             ((3 * BLOCK // 2,), BLOCK // 2),
             ((9, BLOCK // 2), BLOCK // 2),
             ((5, 9 * BLOCK // 8), BLOCK // 8),
+            ((4, 2 * BLOCK), BLOCK // 8),
+            ((3, 3 * BLOCK // 2), BLOCK // 8),
         ]
     )
+    last = {id(p) for p in c_opt.param_groups[-1]["params"]}
+    assert len({job.signature for job in held if id(job.plan.p) in last}) == 1
     _assert_compiled_as_eager(fast, c_opt, eager, e_opt)
     _assert_each_configuration_compiled_once(c_opt)
 

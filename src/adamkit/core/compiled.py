@@ -38,7 +38,7 @@ import torch
 from adamkit.core import pieces
 from adamkit.core.execute import Plan, real_view, update_one
 from adamkit.core.graphs import CONFIGURATIONS, Configuration, Graph
-from adamkit.core.jobs import Job, jobs_of, unaliased
+from adamkit.core.jobs import Job, jobs_of, shared_split_lengths, unaliased
 from adamkit.core.reduce import Segments
 
 # Jobs per compiled call: more jobs, fewer calls (~20 us each) but a longer first compile
@@ -406,9 +406,10 @@ class Arrangement:
         buckets, self.eager = by_signature(plans)
         self.buckets: list[Bucket] = []
         jobs: dict[tuple, list[Job]] = {}
-        for bucket in buckets:
-            merge = bucket_merge(opt, bucket)
-            groups, large = split_small(bucket, merge)
+        merges = [bucket_merge(opt, bucket) for bucket in buckets]
+        cuts = [split_small(bucket, merge) for bucket, merge in zip(buckets, merges, strict=True)]
+        shared = shared_split_lengths(plan for _, large in cuts for plan in large)
+        for bucket, merge, (groups, large) in zip(buckets, merges, cuts, strict=True):
             pads = path.dummies(opt, Job(bucket[0]), hyper, merge) if groups else None
             if groups and pads is None:
                 large = bucket
@@ -418,7 +419,7 @@ class Arrangement:
                 self.buckets.append(Bucket(Job(bucket[0]), merged))  # type: ignore[arg-type]
             for plan in large:
                 elementwise = elementwise_on(opt, plan.slot["param"].ndim)
-                cut = jobs_of(plan, elementwise)
+                cut = jobs_of(plan, elementwise, shared=shared)
                 if any(path.dummies(opt, job, hyper, None) is None for job in cut):
                     self.eager.append(plan)
                     continue
