@@ -219,13 +219,13 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks_or_segments(
     blocks, or whole segments of 32 elements or more (its gcd with the block), is one job
     with that dimension split (jobs.split_length), compiled as the eager whole tensor steps,
     a vector too (whose one-block v, (1, 1), stays as it is); one whose last dimension is
-    neither stays whole. The tensors of a group that split take one length, the greatest
-    common divisor of their own (jobs.shared_split_lengths), so that they share a graph."""
+    neither stays whole. The tensors of a group share lengths where that at most halves
+    their segments (jobs.shared_split_lengths), so that they share graphs."""
     # (a per-row v of more rows than a block has block maxima of more than one entry)
     groups = (
         ((6, 2 * BLOCK), (2 * BLOCK,), (5, 100), (BLOCK + 44, 2 * BLOCK), (BLOCK + 44, 100)),
         ((7, 3 * BLOCK // 2), (BLOCK + 44, 3 * BLOCK // 2), (3 * BLOCK // 2,), (9, BLOCK // 2)),
-        ((5, 9 * BLOCK // 8), (4, 2 * BLOCK), (3, 3 * BLOCK // 2)),
+        ((5, 9 * BLOCK // 8), (4, 2 * BLOCK), (3, 3 * BLOCK // 2), (6, BLOCK // 4)),
     )
     sizes = [len(shapes) for shapes in groups]
 
@@ -254,14 +254,33 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks_or_segments(
             ((3 * BLOCK // 2,), BLOCK // 2),
             ((9, BLOCK // 2), BLOCK // 2),
             ((5, 9 * BLOCK // 8), BLOCK // 8),
-            ((4, 2 * BLOCK), BLOCK // 8),
-            ((3, 3 * BLOCK // 2), BLOCK // 8),
+            ((4, 2 * BLOCK), BLOCK // 2),
+            ((3, 3 * BLOCK // 2), BLOCK // 2),
+            ((6, BLOCK // 4), BLOCK // 8),
         ]
     )
     last = {id(p) for p in c_opt.param_groups[-1]["params"]}
-    assert len({job.signature for job in held if id(job.plan.p) in last}) == 1
+    assert len({job.signature for job in held if id(job.plan.p) in last}) == 2
     _assert_compiled_as_eager(fast, c_opt, eager, e_opt)
     _assert_each_configuration_compiled_once(c_opt)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "chosen"),
+    [
+        ({256, 128}, {256: 128, 128: 128}),
+        ({256, 64}, {256: 256, 64: 64}),
+        ({32, 64, 128, 256}, {32: 32, 64: 32, 128: 128, 256: 128}),
+        ({96, 192}, {96: 96, 192: 96}),
+        ({64, 96}, {64: 64, 96: 96}),
+    ],
+)
+def test_split_lengths_are_shared_where_segments_at_most_halve(
+    lengths: set[int], chosen: dict[int, int]
+) -> None:
+    """From the shortest up, a split length takes the last kept one where that divides it
+    and is at least its half (jobs.shared_split_lengths)."""
+    assert jobs._halving_at_most(lengths) == chosen
 
 
 @pytest.mark.parametrize(("cols", "piece"), [(512, BLOCK), (384, 128), (288, 32), (100, 0)])

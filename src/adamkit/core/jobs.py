@@ -178,22 +178,24 @@ def unaliased(t: torch.Tensor) -> torch.Tensor:
 
 
 def jobs_of(
-    plan: Plan, elementwise: bool, run: int | None = None, shared: Mapping[int, int] | None = None
+    plan: Plan,
+    elementwise: bool,
+    run: int | None = None,
+    shared: Mapping[int, Mapping[int, int]] | None = None,
 ) -> list[Job]:
     """The jobs of a planned tensor: itself, unless it is stored in blocks. Then, shaped (a
     rule that reads shapes, not :attr:`Plan.flat`), with its last dimension split into whole
-    blocks or segments of one where it can be (:func:`split_length`; in segments of the
-    length its block maps to in ``shared``, :func:`shared_split_lengths`, where it can); else,
-    for an ``elementwise`` rule, runs of whole blocks as rows (:func:`run_bounds`) and a last job,
-    1-D; for another rule, the tensor as rows if it is two or more whole blocks (its
-    reductions span the tensor)."""
+    blocks or segments of one where it can be (:func:`split_length`), in the length that
+    ``shared`` maps its own to (:func:`shared_split_lengths`); else, for an ``elementwise``
+    rule, runs of whole blocks as rows (:func:`run_bounds`) and a last job, 1-D; for another
+    rule, the tensor as rows if it is two or more whole blocks (its reductions span the
+    tensor)."""
     block = plan.block
     if block in (None, 1):
         return [Job(plan)]
     if not plan.flat:
-        return [
-            Job(plan, split=_shared_split(split_length(plan, block), (shared or {}).get(block)))
-        ]
+        own = split_length(plan, block)
+        return [Job(plan, split=(shared or {}).get(block, {}).get(own, own))]
     if not _splits(plan, block):  # type: ignore[arg-type]
         return [Job(plan)]
     n = plan.slot["param"].numel()
@@ -253,11 +255,11 @@ def split_length(plan: Plan, block: int) -> int:
     return piece if piece == block or piece >= SEGMENT_MIN else 0
 
 
-def shared_split_lengths(plans: Iterable[Plan]) -> dict[int, int]:
-    """For each block length, one split length for every shaped plan stored in blocks of it
-    whose last dimension splits (:func:`split_length`): the greatest common divisor of their
-    own lengths, if it is still at least ``SEGMENT_MIN`` (it then divides each plan's last
-    dimension, and the block, so each of its segments lies in one block).
+def shared_split_lengths(plans: Iterable[Plan]) -> dict[int, dict[int, int]]:
+    """For each block length, the length in which a shaped plan stored in blocks of it is
+    split, by its own split length (:func:`split_length`): going up from the shortest of the
+    plans' lengths, a length at most twice the last one kept is cut in that one, a longer one
+    is kept.
 
     A split length is a constant of the graph, so each length is a configuration of its own,
     compiled once. On the GPT-like set (last dimensions of 384 and 1536: segments of 128, and
@@ -266,23 +268,30 @@ def shared_split_lengths(plans: Iterable[Plan]) -> dict[int, int]:
     int8 --sets gpt`` with an empty inductor cache). A tensor of whole blocks then has its
     segment maxima found in a pass of their own (rows of one block are encoded row by row,
     each in cache), so the set's steps of Adam_AWD, Adam_GC and Stable_Adam took 1-6%
-    longer (Adam-mini's 2-5% shorter)."""
-    lengths: dict[int, int] = {}
+    longer (Adam-mini's 2-5% shorter). Shorter segments cost more per step and save no more
+    compile time, so no tensor's are more than halved: one odd tensor of segments of 32 does
+    not cut the others of its group into eighths of blocks."""
+    lengths: dict[int, set[int]] = {}
     for plan in plans:
         block = plan.block
         if block in (None, 1) or plan.flat:
             continue
         split = split_length(plan, block)  # type: ignore[arg-type]
         if split:
-            lengths[block] = math.gcd(lengths.get(block, split), split)  # type: ignore[index]
-    return {block: split for block, split in lengths.items() if split >= SEGMENT_MIN}
+            lengths.setdefault(block, set()).add(split)  # type: ignore[arg-type]
+    return {block: _halving_at_most(splits) for block, splits in lengths.items()}
 
 
-def _shared_split(own: int, shared: int | None) -> int:
-    """A plan's split length ``own`` (0: it does not split) made the ``shared`` one where
-    their common divisor is still a segment (``SEGMENT_MIN``)."""
-    common = math.gcd(own, shared or own)
-    return common if own and common >= SEGMENT_MIN else own
+def _halving_at_most(lengths: Iterable[int]) -> dict[int, int]:
+    """Each of ``lengths`` (divisors of one block) mapped to the last kept length, going up
+    from the shortest, where that divides it and is at least its half; kept otherwise."""
+    chosen: dict[int, int] = {}
+    kept = 0
+    for length in sorted(lengths):
+        if not (kept and length % kept == 0 and 2 * kept >= length):
+            kept = length
+        chosen[length] = kept
+    return chosen
 
 
 def _splits(plan: Plan, block: int) -> bool:
