@@ -269,8 +269,8 @@ def shared_split_lengths(plans: Iterable[Plan]) -> dict[int, dict[int, int]]:
     segment maxima found in a pass of their own (rows of one block are encoded row by row,
     each in cache), so the set's steps of Adam_AWD, Adam_GC and Stable_Adam took 1-6%
     longer (Adam-mini's 2-5% shorter). Shorter segments cost more per step and save no more
-    compile time, so no tensor's are more than halved: one odd tensor of segments of 32 does
-    not cut the others of its group into eighths of blocks."""
+    compile time, so no tensor's segments are more than halved: one odd tensor of segments of 32
+    does not cut the others of its group into eighths of blocks."""
     lengths: dict[int, set[int]] = {}
     for plan in plans:
         block = plan.block
