@@ -27,7 +27,7 @@ def _plan(opt: adamkit.AdamW, p: torch.Tensor) -> Plan:
 
 
 def _stepped_int8(
-    shape: int | tuple[int, ...], optimizer: type[adamkit.AdamW] | Any = adamkit.AdamW
+    shape: int | tuple[int, ...], optimizer: Callable[..., Any] = adamkit.AdamW
 ) -> tuple[Any, torch.Tensor]:
     """An eager ``optimizer`` on 8-bit state, stepped once, and its parameter of ``shape``."""
     p = torch.nn.Parameter(torch.randn(shape))
@@ -227,12 +227,11 @@ def test_a_shaped_rule_takes_its_last_dimension_split_in_blocks_or_segments(
         ((7, 3 * BLOCK // 2), (BLOCK + 44, 3 * BLOCK // 2), (3 * BLOCK // 2,), (9, BLOCK // 2)),
         ((5, 9 * BLOCK // 8), (4, 2 * BLOCK), (3, 3 * BLOCK // 2), (6, BLOCK // 4)),
     )
-    sizes = [len(shapes) for shapes in groups]
+    bounds = list(itertools.accumulate((len(shapes) for shapes in groups), initial=0))
 
     def make(backend: str) -> Callable[[list[torch.Tensor]], torch.optim.Optimizer]:
         def grouped(params: list[torch.Tensor]) -> torch.optim.Optimizer:
-            ends = list(itertools.accumulate(sizes))
-            parts = [{"params": params[a:b]} for a, b in zip([0, *ends], ends, strict=False)]
+            parts = [{"params": params[a:b]} for a, b in itertools.pairwise(bounds)]
             return adamkit.AdamMini(parts, backend=backend, state_dtype="int8")
 
         return grouped
