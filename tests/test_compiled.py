@@ -768,7 +768,7 @@ def test_stochastic_rounding_compiled_bit_for_bit_as_eager(dtype: torch.dtype) -
 
 
 def test_bfloat16_narrowing_truncates_only_what_stochastic_rounding_made_exact() -> None:
-    # With AVX2, the narrowing of a stochastically rounded value is a truncation; a plain
+    # With AVX2 or AVX-512, the narrowing of a stochastically rounded value is a truncation; a plain
     # narrowing, and one after a mask that leaves low bits set, keep ATen's rounding to
     # nearest. All three give eager's bits.
     from torch._inductor import cpu_vec_isa
@@ -799,8 +799,11 @@ def test_bfloat16_narrowing_truncates_only_what_stochastic_rounding_made_exact()
     got, code = run_and_get_cpp_code(compiled, x, t)
     for a, b in zip(got, narrowings(x, t), strict=True):
         assert torch.equal(a.view(torch.int16), b.view(torch.int16))
-    truncations = code.count("_mm256_packus_epi32(_mm256_srli_epi32(")
-    assert truncations == (2 if type(cpu_vec_isa.pick_vec_isa()) is cpu_vec_isa.VecAVX2 else 0)
+    isa = cpu_vec_isa.pick_vec_isa()
+    width = 512 if isinstance(isa, cpu_vec_isa.VecAVX512) else 256
+    truncations = code.count(f"_mm{width}_packus_epi32(_mm{width}_srli_epi32(")
+    truncating = isinstance(isa, (cpu_vec_isa.VecAVX2, cpu_vec_isa.VecAVX512))
+    assert truncations == (2 if truncating else 0)
 
 
 def _adjusted_backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):  # type: ignore[no-untyped-def]

@@ -367,6 +367,18 @@ def _masked_bits(value: Any) -> Any:
     return None
 
 
+# The high 16 bits of two int32 vectors a and b, packed in order into one bfloat16 vector, per
+# instruction set: a shift of each, an unsigned-saturating pack (no value exceeds 0xFFFF after
+# the shift, so nothing saturates), which interleaves the halves per 128-bit lane, and the
+# permutation of 64-bit chunks that puts them back in order.
+_TRUNCATING_PACK = {
+    "avx2": "_mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_srli_epi32({a}, 16), "
+    "_mm256_srli_epi32({b}, 16)), 0xd8)",
+    "avx512": "_mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), "
+    "_mm512_packus_epi32(_mm512_srli_epi32({a}, 16), _mm512_srli_epi32({b}, 16)))",
+}
+
+
 def _exact_bfloat16_by_truncation(original: Any) -> Any:
     """``(y & 0xFFFF0000).view(torch.float32).to(torch.bfloat16)`` as the high halves of y.
 
@@ -374,25 +386,24 @@ def _exact_bfloat16_by_truncation(original: Any) -> Any:
     already a bfloat16 and narrowing it only drops those bits. ATen's conversion rounds to
     nearest even instead: per vector a NaN test, a shift, an and, two adds, a shift and a
     blend before the pack. With AVX2 those instructions made bfloat16 state slower than
-    float32 state for AdamW. Here a shift per vector of y feeds the same pack, and the ``&``
-    goes unused. The bits are the same, except a NaN's payload (ATen canonicalises it;
-    truncation keeps it, still a NaN). Emitted for AVX2 only, where it was measured and
-    tested; other instruction sets keep ATen's conversion."""
+    float32 state for AdamW; with AVX-512 they made it slower for the rules whose arithmetic
+    bounds the step (SAdam, SRAdam, B_Adam, SU_Adam, AdamW-mini-SF; README). Here a shift per
+    vector of y feeds the same pack (:data:`_TRUNCATING_PACK`), and the ``&`` goes unused. The
+    bits are the same, except a NaN's payload (ATen canonicalises it; truncation keeps it,
+    still a NaN). Other instruction sets keep ATen's conversion."""
 
     def get_to_dtype_expr(
         self: Any, src: Any, dtype: Any, src_dtype: Any, rounding: bool = False
     ) -> Any:
-        exact = dtype == torch.bfloat16 and src_dtype == torch.float32 and _on_avx2()
+        pack = _TRUNCATING_PACK.get(_x86_vectors() or "")
+        exact = dtype == torch.bfloat16 and src_dtype == torch.float32 and pack is not None
         bits = _masked_bits(src) if exact else None
         pairs = self._get_num_vectors(torch.bfloat16)
-        if bits is None or self._get_num_vectors(torch.int32) != 2 * pairs:
+        if bits is None or pack is None or self._get_num_vectors(torch.int32) != 2 * pairs:
             return original(self, src, dtype, src_dtype, rounding)
 
         def packed(first: str, second: str) -> str:
-            return (
-                f"_mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_srli_epi32({first}, 16), "
-                f"_mm256_srli_epi32({second}, 16)), 0xd8)"
-            )
+            return pack.format(a=first, b=second)
 
         if pairs == 1:
             return f"at::vec::Vectorized<at::BFloat16>({packed(f'{bits}[0]', f'{bits}[1]')})"
