@@ -4,13 +4,14 @@ and training that ends where float32 training ends."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 from helpers import assert_identical_lists, grad_stream, make_params, run
 
 import adamkit
-from adamkit.core.codecs import Blockwise8, ScaledHalf
+from adamkit.core.codecs import Blockwise8, Kahan, Plain, Rounded, ScaledHalf
 from adamkit.core.rounding import random_bits, stochastic_round, stream_key
 
 NAMES = adamkit.available()
@@ -219,6 +220,39 @@ def test_int8_codes_reproduce_values_to_a_few_percent() -> None:
         relative = (back - values).abs() / values.abs()
         assert relative.median() < 0.02 and (back - values).abs().max() <= 0.2 * values.abs().max()
         assert st["b"].dtype == torch.uint8 and st["b_absmax"].shape == (16,)
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [
+        Plain(torch.float32),
+        Rounded(torch.bfloat16, "stochastic"),
+        Kahan(torch.bfloat16),
+        ScaledHalf("nearest"),
+        Blockwise8(True, "stochastic"),
+        Blockwise8(False, "stochastic"),
+        Blockwise8(True, "nearest"),
+    ],
+    ids=lambda c: f"{type(c).__name__}-{getattr(c, 'signed', '')}-{getattr(c, 'rounding', '')}",
+)
+def test_creating_zeros_stores_what_creating_from_a_zero_tensor_stores(codec: Any) -> None:
+    # The shell creates a buffer whose init is zeros with create_zeros; 8-bit codecs skip the
+    # encoding. Shapes of one element, less than a block, whole blocks, and a last block cut.
+    for shape in [(1,), (3,), (256,), (2, 512), (5, 300), (1000, 257), (2, 3, 4, 5)]:
+        like = (
+            torch.randn(shape).to(memory_format=torch.channels_last)
+            if len(shape) == 4
+            else torch.randn(shape)
+        )
+        made, from_value = {}, {}
+        codec.create_zeros(made, "b", like)
+        codec.create(from_value, "b", torch.zeros_like(like, memory_format=torch.preserve_format))
+        assert made.keys() == from_value.keys(), shape
+        for key, stored in made.items():
+            expected = from_value[key]
+            assert stored.dtype == expected.dtype and stored.shape == expected.shape, (shape, key)
+            assert stored.stride() == expected.stride(), (shape, key)
+            assert torch.equal(stored, expected), (shape, key)
 
 
 def test_scaled_float16_covers_1e_6_to_1e5() -> None:

@@ -58,6 +58,12 @@ def _unsharded_like(value: torch.Tensor, dst: object) -> torch.Tensor:
     return value
 
 
+def _create_zeros_by_value(codec: Any, st: Stored, name: str, like: torch.Tensor) -> None:
+    """``create`` from a zero value shaped like ``like`` (the codecs whose ``create`` is a
+    cast or a scale: nothing to save by knowing the value)."""
+    codec.create(st, name, torch.zeros_like(like, memory_format=torch.preserve_format))
+
+
 class Plain:
     """Stored in ``dtype`` exactly as computed (a cast, round-to-nearest, if it differs).
 
@@ -83,6 +89,8 @@ class Plain:
 
     def create(self, st: Stored, name: str, value: torch.Tensor) -> None:
         st[name] = value.to(self.dtype)
+
+    create_zeros = _create_zeros_by_value
 
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype)  # type: ignore[union-attr]
@@ -168,6 +176,8 @@ class ScaledHalf:
         scale = self._scale(value)
         st[name] = (value / scale).to(torch.float16)
         st[f"{name}_scale"] = scale
+
+    create_zeros = _create_zeros_by_value
 
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         return st[name].to(dtype) * st[f"{name}_scale"].to(dtype)  # type: ignore[union-attr]
@@ -284,6 +294,15 @@ class Blockwise8:
         index, absmax = self._encode(value, 0)
         st[name] = index
         st[f"{name}_absmax"] = absmax
+
+    def create_zeros(self, st: Stored, name: str, like: torch.Tensor) -> None:
+        """``create`` from zeros shaped like ``like``: every element takes the code of 0 and
+        every block the maximum 0, without encoding a tensor of zeros (most of an 8-bit
+        optimizer's first step, eagerly, before this)."""
+        zero, _ = self._encode(torch.zeros(1, device=like.device), 0)
+        st[name] = zero.expand(like.shape).clone(memory_format=torch.contiguous_format)
+        blocks = -(-like.numel() // BLOCK)
+        st[f"{name}_absmax"] = torch.zeros(blocks, device=like.device)
 
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:
         index: torch.Tensor = st[name]  # type: ignore[assignment]

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import torch
 
 from adamkit.core import hparams as hp
-from adamkit.core.buffers import Buffer, ParamInfo
+from adamkit.core.buffers import Buffer, ParamInfo, zeros
 from adamkit.core.codecs import Plain, check_stored_values
 from adamkit.core.compiled import (
     CompiledPath,
@@ -485,12 +485,14 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         for buf in self.buffers:
             if not buf.wanted(info):
                 continue
-            value = buf.init(pc, info).to(exact)
             if buf.precision == "exact" or (buf.precision == "iterate" and setting == "int8"):
                 codec: Codec = Plain(exact)
             else:
                 codec = new_codec(setting, hyper["state_rounding"], p.dtype, buf.nonnegative)
-            codec.create(state, buf.name, value)
+            if buf.init is zeros:
+                codec.create_zeros(state, buf.name, pc)
+            else:
+                codec.create(state, buf.name, buf.init(pc, info).to(exact))
         if hyper["param_rounding"] == "kahan" and param_codec(p.dtype, "kahan") is not None:
             state["param_kahan"] = torch.zeros_like(view)
 
