@@ -297,11 +297,11 @@ class Blockwise8:
 
     def create_zeros(self, st: Stored, name: str, like: torch.Tensor) -> None:
         """``create`` from zeros shaped like ``like``: every element takes the code of 0 and
-        every block the maximum 0, without encoding a tensor of zeros (most of an 8-bit
-        optimizer's first step, eagerly, before this)."""
+        every block the maximum 0, without encoding a tensor of zeros (eagerly, 0.4-0.5 s
+        per buffer of an 8-bit first step on the GPT-like set before this)."""
         zero, _ = self._encode(torch.zeros(1, device=like.device), 0)
         st[name] = zero.expand(like.shape).clone(memory_format=torch.contiguous_format)
-        blocks = -(-like.numel() // BLOCK)
+        blocks = math.ceil(like.numel() / BLOCK)
         st[f"{name}_absmax"] = torch.zeros(blocks, device=like.device)
 
     def load(self, st: Stored, name: str, dtype: torch.dtype) -> torch.Tensor:

@@ -396,10 +396,10 @@ def _exact_bfloat16_by_truncation(original: Any) -> Any:
         self: Any, src: Any, dtype: Any, src_dtype: Any, rounding: bool = False
     ) -> Any:
         pack = _TRUNCATING_PACK.get(_x86_vectors() or "")
-        exact = dtype == torch.bfloat16 and src_dtype == torch.float32 and pack is not None
-        bits = _masked_bits(src) if exact else None
+        narrowing = dtype == torch.bfloat16 and src_dtype == torch.float32
+        bits = _masked_bits(src) if narrowing else None
         pairs = self._get_num_vectors(torch.bfloat16)
-        if bits is None or pack is None or self._get_num_vectors(torch.int32) != 2 * pairs:
+        if pack is None or bits is None or self._get_num_vectors(torch.int32) != 2 * pairs:
             return original(self, src, dtype, src_dtype, rounding)
 
         def packed(first: str, second: str) -> str:
