@@ -28,11 +28,13 @@ def torch_threads_restored():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def fresh_configurations(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """An empty process-wide cache of compiled configurations, for tests that count compiles
-    (a configuration another test compiled may have served other tensors since)."""
-    from adamkit.core import compiled, graphs
+def fresh_configurations(monkeypatch: pytest.MonkeyPatch, tmp_path):  # type: ignore[no-untyped-def]
+    """An empty process-wide cache of compiled configurations and an empty store of traces,
+    for tests that count compiles or look at code generation (a configuration another test
+    compiled may have served other tensors since; a stored one is not generated again)."""
+    from adamkit.core import compiled, graphs, stored_traces
 
     fresh = graphs.Configurations()
     monkeypatch.setattr(compiled, "CONFIGURATIONS", fresh)
+    monkeypatch.setattr(stored_traces, "directory", lambda: tmp_path / "traces")
     return fresh

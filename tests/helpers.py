@@ -38,6 +38,13 @@ def compiled_calls(opt: torch.optim.Optimizer) -> list:
     ]
 
 
+def graphs_held(configurations: object) -> int:
+    """How many graphs the compiled configurations hold (traced in this process, by Dynamo or
+    torch's ahead-of-time capture, or loaded from a stored trace): a recompile adds one."""
+    known = configurations.known.values()  # type: ignore[attr-defined]
+    return sum(config.graphs for config in known if config is not None)
+
+
 def grad_stream(
     params: Sequence[torch.Tensor], seed: int = 1
 ) -> Callable[[int], list[torch.Tensor]]:

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-import torch._dynamo.utils as dynamo_utils
-from helpers import compiled_calls, grad_stream, make_params
+from helpers import compiled_calls, grad_stream, graphs_held, make_params
 
 import adamkit
 from adamkit.core import compiled, graphs, reduce
@@ -135,8 +134,9 @@ def test_compiled_low_precision_state_matches_eager(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("fresh_configurations")
-def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
+def test_no_recompiles_over_100_steps_with_a_changing_lr(
+    fresh_configurations: graphs.Configurations,
+) -> None:
     # small tensors (merged into one flat job) and one above the merge size (a chunk call)
     params = make_params(torch.float32, (*SHAPES, (300, 250)))
     assert compiled.MERGE_NUMEL < 300 * 250
@@ -150,14 +150,12 @@ def test_no_recompiles_over_100_steps_with_a_changing_lr() -> None:
         opt.step()
         sched.step()
 
-    before = dynamo_utils.counters["stats"]["unique_graphs"]
     step(0)
-    graphs = dynamo_utils.counters["stats"]["unique_graphs"]
-    assert graphs == before + 1  # one graph serves the merged job and the chunk
+    assert graphs_held(fresh_configurations) == 1  # one graph serves the merged job and the chunk
     assert {type(call) for call in compiled_calls(opt)} == {compiled.Merged, compiled.Chunk}
     for i in range(1, 101):
         step(i)
-    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs
+    assert graphs_held(fresh_configurations) == 1
 
 
 REDUCING = [n for n in NAMES if not adamkit.optimizer_class(n).elementwise]
@@ -175,14 +173,13 @@ def test_reducing_rules_compile_each_configuration_once(
     params = make_params(torch.float32, shapes)
     opt = adamkit.create(name, params, backend="compiled")
     grads = grad_stream(params)
-    before = dynamo_utils.counters["stats"]["unique_graphs"]
     for i in range(3):
         for p, g in zip(params, grads(i), strict=True):
             p.grad = g.float()
         opt.step()
     compiled_configs = [c for c in fresh_configurations.known.values() if c is not None]
     assert compiled_configs and compiled_calls(opt)
-    assert dynamo_utils.counters["stats"]["unique_graphs"] - before == len(compiled_configs)
+    assert graphs_held(fresh_configurations) == len(compiled_configs)
 
 
 @pytest.mark.slow
@@ -521,10 +518,10 @@ def test_a_configuration_is_compiled_once_per_process(
     fresh_configurations: graphs.Configurations,
 ) -> None:
     stepped("compiled", 2)
-    graphs_before = dynamo_utils.counters["stats"]["unique_graphs"]
+    graphs_before = graphs_held(fresh_configurations)
     known = dict(fresh_configurations.known)
     _params, opt = stepped("compiled", 2)  # a second optimizer of the same configuration
-    assert dynamo_utils.counters["stats"]["unique_graphs"] == graphs_before
+    assert graphs_held(fresh_configurations) == graphs_before
     assert fresh_configurations.known == known
     assert all(call.graph is not None for call in compiled_calls(opt))
 

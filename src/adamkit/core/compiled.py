@@ -20,7 +20,8 @@ for many tensors at a time, so that each tensor costs one fused pass over memory
   code object, so Dynamo's per-function cache never evicts one configuration for another; the
   first call runs on the dummies, so a compiler failure shows before any real parameter or
   state is touched, and then the eager path is used. A call object goes through Dynamo once,
-  then calls the graph that served it directly.
+  then calls the graph that served it directly. A configuration's trace is stored on disk, so
+  a later process loads it instead of tracing again (:mod:`adamkit.core.stored_traces`).
 * A group's arrangement (:class:`Arrangement`) is built once and reused by
   :class:`adamkit.core.program.GroupProgram` while the group's parameters, their storage and
   state stay the same, so a steady step costs a few list operations per tensor in Python.

@@ -15,6 +15,11 @@ Dynamo also guards global state, the thread count (``torch.set_num_threads``) am
 object made after the thread count changed traces its configuration again (inductor's code then
 comes from its on-disk cache, which does not key on threads). Graphs are right for any thread
 count (``cpp.dynamic_threads``), so call objects made before keep theirs.
+
+A configuration's first trace goes through torch's ahead-of-time capture, which keeps what
+Dynamo made (graph, feeding code, guards) so that it can be stored on disk
+(:mod:`adamkit.core.stored_traces`); a later process loads it instead of tracing, and its
+calls go through it once their stored guards pass (else through Dynamo, as above).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import torch
 import torch.fx.experimental._config as fx_config
 
+from adamkit.core import stored_traces
 from adamkit.core.codegen import adjusted_codegen, cache_tag_options
 from adamkit.core.execute import update_one
 from adamkit.core.reduce import Segments
@@ -184,29 +190,41 @@ def _input_reader(sources: list[str]) -> Callable[[dict], Sequence[Any]] | None:
 class Configuration:
     """The compiled chunk function of one configuration, and the graphs inductor made of it."""
 
-    def __init__(self, number: int, bindings: dict[str, Any]) -> None:
+    def __init__(self, number: int, bindings: dict[str, Any], key: tuple = ()) -> None:
         # which graph served the last call through Dynamo, per thread (optimizers of one
         # configuration may step in several threads)
         self.last = threading.local()
-        self.graphs = 0  # how many graphs inductor compiled for it (Dynamo recompiles add more)
+        self.graphs = 0  # how many graphs it holds: traced here (Dynamo recompiles add more)
+        self.loaded = False  # whether its first graph came from a stored trace
         self.options = {
             **(RECOMPUTE_OPTIONS if bindings["STATIC"].get("recompute") else {}),
             **(INLINE_DECODED_OPTIONS if bindings.get("INLINE_DECODED") else {}),
         }
+        self.function = _configured(number, bindings)
         self.dynamo = torch.compile(
-            _configured(number, bindings), backend=self.capture, dynamic=True, fullgraph=True
+            self.function, backend=self.capture, dynamic=True, fullgraph=True
         )
+        self.stored_name = stored_traces.trace_key(key, bindings, self.compile_options())
+        self.stored: stored_traces.StoredTrace | None = None
+        self.store_lock = threading.Lock()
 
-    def capture(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
-        """Dynamo's backend: inductor, keeping what it compiled as a :class:`Graph`."""
+    def compile_options(self) -> dict[str, Any]:
+        """Inductor's options for this configuration's graphs."""
+        return {**INDUCTOR_OPTIONS, **self.options, **cache_tag_options()}
+
+    def inductor(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        """Inductor on Dynamo's graph, with adamkit's options and code generation."""
         from torch._inductor.compile_fx import compile_fx
 
         self.graphs += 1
+        with adjusted_codegen():
+            return compile_fx(gm, example_inputs, config_patches=self.compile_options())
+
+    def capture(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        """Dynamo's backend: inductor, keeping what it compiled as a :class:`Graph`."""
         sources = [n.meta["grapharg"].source.name for n in gm.graph.find_nodes(op="placeholder")]
         reader = _input_reader(sources)
-        with adjusted_codegen():
-            options = {**INDUCTOR_OPTIONS, **self.options, **cache_tag_options()}
-            compiled = compile_fx(gm, example_inputs, config_patches=options)
+        compiled = self.inductor(gm, example_inputs)
         graph = Graph(compiled, reader) if reader is not None else None
 
         def serve(*args: Any) -> Any:
@@ -218,7 +236,8 @@ class Configuration:
     def through_dynamo(
         self, tensors: list[torch.Tensor], scalars: Any, indices: torch.Tensor
     ) -> Graph | None:
-        """Call through Dynamo (which checks, and compiles if need be); the graph that served."""
+        """Call through Dynamo (which checks, and compiles if need be), or through the stored
+        trace if its guards pass; the graph that served."""
         self.last.served = None
         # Without duck sizing every dimension gets its own symbol, so a graph traced on the
         # dummies (all sizes distinct) is not re-traced when real tensors share sizes. Python
@@ -228,8 +247,63 @@ class Configuration:
             fx_config.patch(use_duck_shape=False),
             torch._dynamo.config.patch(specialize_float=True),
         ):
+            stored = self._stored(tensors, scalars, indices)
+            if stored is not None and stored.admits(tensors, scalars, indices):
+                return self._call_stored(stored, tensors, scalars, indices)
             self.dynamo(tensors, scalars, indices)
         return self.last.served
+
+    def _stored(
+        self, tensors: list[torch.Tensor], scalars: Any, indices: torch.Tensor
+    ) -> stored_traces.StoredTrace | None:
+        """The stored trace, resolved at the first call: loaded, else traced on this call's
+        arguments by torch's ahead-of-time capture and stored; None where storing is off or
+        failed (Dynamo then traces as usual)."""
+        if self.stored_name is None:  # not storable, or resolved already
+            return self.stored
+        with self.store_lock:
+            if self.stored_name is not None:
+                name, self.stored_name = self.stored_name, None  # resolved once
+                options = self.compile_options()
+                stored = stored_traces.load(name, self.function.__globals__, options)
+                if stored is not None:
+                    self.graphs, self.loaded = self.graphs + 1, True
+                else:
+                    stored = self._capture_ahead(name, tensors, scalars, indices)
+                self.stored = stored
+            return self.stored
+
+    def _capture_ahead(
+        self, name: str, tensors: list[torch.Tensor], scalars: Any, indices: torch.Tensor
+    ) -> stored_traces.StoredTrace | None:
+        """Trace and compile by torch's ahead-of-time capture and store the result; None if
+        the capture failed (logged: the ordinary path traces then)."""
+        capture = torch.compile(self.function, backend=self.inductor, dynamic=True, fullgraph=True)
+        try:
+            function = capture.aot_compile(((tensors, scalars, indices), {}))
+        except Exception as err:
+            logger.debug("adamkit: ahead-of-time capture failed (%s); tracing as usual", err)
+            return None
+        stored = stored_traces.StoredTrace(function)
+        stored_traces.save(name, stored)
+        return stored
+
+    @staticmethod
+    def _call_stored(
+        stored: stored_traces.StoredTrace,
+        tensors: list[torch.Tensor],
+        scalars: Any,
+        indices: torch.Tensor,
+    ) -> Graph:
+        """Step through a stored trace whose guards passed; returned as the graph that serves
+        the call object's later steps (without the guards, as Dynamo's graphs do)."""
+        graph = Graph(stored.unguarded, _arguments)
+        graph(tensors, scalars, indices)
+        return graph
+
+
+def _arguments(L: dict) -> tuple[Any, ...]:
+    return L["tensors"], L["scalars"], L["indices"]
 
 
 class Configurations:
@@ -249,7 +323,7 @@ class Configurations:
         ``None`` if that failed, after which the caller uses the eager path."""
         if key in self.known:
             return self.known[key]
-        config: Configuration | None = Configuration(len(self.known), bindings)
+        config: Configuration | None = Configuration(len(self.known), bindings, key)
         try:
             trial(config)  # type: ignore[arg-type]
         except Exception as err:  # any compiler failure: fall back, once, loudly
