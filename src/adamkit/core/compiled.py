@@ -493,6 +493,7 @@ class CompiledPath:
             "SCALAR_NAMES": first.scalar_names if kind in SEGMENTED_KINDS else (),
             "SPLIT": job.split,
             "SPLIT_NAMES": job.split_names,
+            "ROWS": job.block if job.rows else 0,
             # 8-bit state of a rule with reductions: decoded values recomputed, never kept
             "INLINE_DECODED": job.block > 1 and not opt.elementwise,
         }

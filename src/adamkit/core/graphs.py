@@ -112,10 +112,21 @@ def _joined(t: torch.Tensor, length: int) -> torch.Tensor:
     return t.flatten(-2)
 
 
+def _rows(t: torch.Tensor, length: int) -> torch.Tensor:
+    """A rows job's tensor, as it is: the test of its rows' length (when it has rows: not its
+    per-block tensors, 1-D) is a guard that makes the block a constant of the graph. (Marking
+    the dimension static, as before, is a mark that torch's serialised guards do not keep: a
+    stored trace's guards then refused every rows job.)"""
+    if t.dim() == 2 and t.shape[-1] != length:
+        raise ValueError(f"a rows job's rows are {t.shape[-1]} long, not {length}")
+    return t
+
+
 def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
     # Free names, bound per configuration by ``_configured``: RULE, CODECS, PCODEC, STATIC,
     # FLOAT_NAMES, INT_NAMES, SLOT_NAMES, STATE_NAMES, EXACT, SEGMENTED, UNIFORM, SCALAR_NAMES,
-    # SPLIT (the pieces' length of a split job's last dimension, else 0), SPLIT_NAMES.
+    # SPLIT (the pieces' length of a split job's last dimension, else 0), SPLIT_NAMES, ROWS
+    # (the block of a rows job, else 0).
     # (INLINE_DECODED chooses inductor's options only: see Configuration.)
     # ``indices``: each job's parameter index and the number of its first element.
     floats, ints = scalars
@@ -143,6 +154,12 @@ def _chunk_body(tensors, scalars, indices):  # type: ignore[no-untyped-def]
                 for d in (slot, state)
             )
             grad = _joined(grad, SPLIT)  # noqa: F821
+        if ROWS:  # noqa: F821 - runs of whole blocks as rows (jobs.Job.rows)
+            slot, state = (
+                {n: _rows(t, ROWS) for n, t in d.items()}  # noqa: F821
+                for d in (slot, state)
+            )
+            grad = _rows(grad, ROWS)  # noqa: F821
         update_one(
             RULE,  # noqa: F821
             slot,

@@ -92,10 +92,8 @@ class Job:
         self.views = []
         for name, view in zip(names, plan.state_views, strict=True):
             if view.numel() == total:
-                shaped = self._shaped(view.reshape(-1)[start:stop])
-                if rows:  # the block a constant to Dynamo (the gradient's is then equal to it)
-                    torch._dynamo.mark_static(shaped, 1)
-                self.views.append(shaped)
+                # (the block is made a constant of the graph by the chunk body: graphs._rows)
+                self.views.append(self._shaped(view.reshape(-1)[start:stop]))
             elif name in per_block:
                 self.views.append(unaliased(view[start // self.block : -(-stop // self.block)]))
             else:
