@@ -211,7 +211,7 @@ class Configuration:
         # which graph served the last call through Dynamo, per thread (optimizers of one
         # configuration may step in several threads)
         self.last = threading.local()
-        self.graphs = 0  # how many graphs it holds: traced here (Dynamo recompiles add more)
+        self.graphs = 0  # graphs it holds, traced here or loaded (Dynamo recompiles add more)
         self.loaded = False  # whether its first graph came from a stored trace
         self.options = {
             **(RECOMPUTE_OPTIONS if bindings["STATIC"].get("recompute") else {}),
@@ -320,6 +320,7 @@ class Configuration:
 
 
 def _arguments(L: dict) -> tuple[Any, ...]:
+    """The chunk body's own arguments (a stored trace's code picks the graph's inputs)."""
     return L["tensors"], L["scalars"], L["indices"]
 
 
