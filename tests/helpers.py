@@ -38,11 +38,17 @@ def compiled_calls(opt: torch.optim.Optimizer) -> list:
     ]
 
 
+def compiled_configurations(configurations: object) -> list:
+    """The configurations (``adamkit.core.graphs.Configuration``) that compiled, of a
+    ``Configurations``."""
+    known = configurations.known.values()  # type: ignore[attr-defined]
+    return [config for config in known if config is not None]
+
+
 def graphs_held(configurations: object) -> int:
     """How many graphs the compiled configurations hold (traced in this process, by Dynamo or
     torch's ahead-of-time capture, or loaded from a stored trace): a recompile adds one."""
-    known = configurations.known.values()  # type: ignore[attr-defined]
-    return sum(config.graphs for config in known if config is not None)
+    return sum(config.graphs for config in compiled_configurations(configurations))
 
 
 def grad_stream(

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from helpers import compiled_calls, grad_stream, graphs_held, make_params
+from helpers import (
+    compiled_calls,
+    compiled_configurations,
+    grad_stream,
+    graphs_held,
+    make_params,
+)
 
 import adamkit
 from adamkit.core import compiled, graphs, reduce
@@ -177,7 +183,7 @@ def test_reducing_rules_compile_each_configuration_once(
         for p, g in zip(params, grads(i), strict=True):
             p.grad = g.float()
         opt.step()
-    compiled_configs = [c for c in fresh_configurations.known.values() if c is not None]
+    compiled_configs = compiled_configurations(fresh_configurations)
     assert compiled_configs and compiled_calls(opt)
     assert graphs_held(fresh_configurations) == len(compiled_configs)
 

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import compiled_calls, grad_stream, graphs_held, make_params
+from helpers import (
+    assert_identical_lists,
+    compiled_calls,
+    compiled_configurations,
+    grad_stream,
+    graphs_held,
+    make_params,
+)
 
 import adamkit
 from adamkit.core import compiled, graphs, stored_traces
@@ -32,8 +39,8 @@ class _Recorded(graphs.Configurations):
         self.names: list[str | None] = []
 
     def get(self, key: tuple, bindings: dict[str, Any], trial: Any) -> None:
-        options = {**graphs.INDUCTOR_OPTIONS, **graphs.cache_tag_options()}
-        self.names.append(stored_traces.trace_key(key, bindings, options))
+        # a configuration is named when made; torch.compile compiles only when called
+        self.names.append(graphs.Configuration(len(self.names), bindings, key).stored_name)
         return None
 
 
@@ -96,7 +103,7 @@ def test_the_name_changes_with_the_source_the_bindings_and_the_options(
 
 
 def _stepped(
-    configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch, **kw: Any
+    configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
     """Three compiled AdamW steps on bfloat16 state (stochastic rounding: the random bits
     are numbered by element, so any difference in the graph's indexing shows) with
@@ -104,7 +111,7 @@ def _stepped(
     monkeypatch.setattr(compiled, "CONFIGURATIONS", configurations)
     params = make_params(torch.float32, STEPPED_SHAPES)
     grads = grad_stream(params)
-    opt = adamkit.create("adamw", params, backend="compiled", state_dtype="bfloat16", **kw)
+    opt = adamkit.create("adamw", params, backend="compiled", state_dtype="bfloat16")
     for i in range(3):
         for p, g in zip(params, grads(i), strict=True):
             p.grad = g.float()
@@ -112,42 +119,33 @@ def _stepped(
     return params, opt
 
 
-def _configurations(configurations: graphs.Configurations) -> list[graphs.Configuration]:
-    return [c for c in configurations.known.values() if c is not None]
-
-
-def _assert_identical(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
-    for x, y in zip(a, b, strict=True):
-        assert torch.equal(x.detach(), y.detach())
-
-
 @pytest.mark.slow
 def test_a_stored_trace_steps_as_the_traced_one_and_a_damaged_one_is_traced_again(
     fresh_configurations: graphs.Configurations, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    traced, opt = _stepped(fresh_configurations, monkeypatch)
-    first = _configurations(fresh_configurations)
+    traced, _ = _stepped(fresh_configurations, monkeypatch)
+    first = compiled_configurations(fresh_configurations)
     assert first and not any(c.loaded for c in first)
     files = sorted(stored_traces.directory().glob("*.trace"))
     assert len(files) == len(first)
 
     loaded = graphs.Configurations()
     params, opt = _stepped(loaded, monkeypatch)
-    assert all(c.loaded for c in _configurations(loaded))
-    assert len(_configurations(loaded)) == len(first) and graphs_held(loaded) == len(first)
-    _assert_identical(params, traced)
+    assert all(c.loaded for c in compiled_configurations(loaded))
+    assert len(compiled_configurations(loaded)) == len(first) and graphs_held(loaded) == len(first)
+    assert_identical_lists(params, traced)
     assert all(call.graph is not None for call in compiled_calls(opt))
 
     for path in files:
         path.write_bytes(b"not a trace")
     again = graphs.Configurations()
     params, _ = _stepped(again, monkeypatch)
-    assert not any(c.loaded for c in _configurations(again))
-    _assert_identical(params, traced)
+    assert not any(c.loaded for c in compiled_configurations(again))
+    assert_identical_lists(params, traced)
     reloaded = graphs.Configurations()  # the damaged files were replaced
     params, _ = _stepped(reloaded, monkeypatch)
-    assert all(c.loaded for c in _configurations(reloaded))
-    _assert_identical(params, traced)
+    assert all(c.loaded for c in compiled_configurations(reloaded))
+    assert_identical_lists(params, traced)
 
 
 @pytest.mark.slow
@@ -158,10 +156,10 @@ def test_a_stored_trace_whose_guards_fail_leaves_the_call_to_dynamo(
     monkeypatch.setattr(stored_traces.StoredTrace, "admits", lambda self, *args: False)
     refused = graphs.Configurations()
     params, _ = _stepped(refused, monkeypatch)
-    configurations = _configurations(refused)
+    configurations = compiled_configurations(refused)
     assert all(c.loaded for c in configurations)
     assert graphs_held(refused) == 2 * len(configurations)  # each traced by Dynamo as well
-    _assert_identical(params, traced)
+    assert_identical_lists(params, traced)
 
 
 _PROCESS = textwrap.dedent(

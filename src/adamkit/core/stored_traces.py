@@ -83,19 +83,32 @@ def directory() -> Path:
 def describe(value: Any) -> str:
     """A text that determines ``value``'s part in a trace, the same in every process; raises
     :class:`UnstorableError` for what may behave differently under the same text."""
+    return _text(value, _adamkit_leaf)
+
+
+def _text(value: Any, leaf: Callable[[Any], str]) -> str:
+    """``value``'s text with its containers' items in an order that is the same in every
+    process (a set's or dict's own order changes with string hashing); ``leaf`` gives the
+    text of anything else."""
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}({', '.join(_text(v, leaf) for v in value)})"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}({', '.join(sorted(_text(v, leaf) for v in value))})"
+    if isinstance(value, Mapping):
+        items = sorted(f"{_text(k, leaf)}: {_text(v, leaf)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return leaf(value)
+
+
+def _adamkit_leaf(value: Any) -> str:
+    """The text of a value that is not a container, for :func:`describe`: plain values,
+    the CPU, and adamkit's own classes, functions and objects."""
     if value is None or isinstance(value, (bool, int, float, str, torch.dtype)):
         return repr(value)
     if isinstance(value, torch.device):
         if value.type != "cpu":  # the key names the CPU's instructions, not a GPU's
             raise UnstorableError(f"only CPU graphs are stored, not {value.type!r} ones")
         return "device('cpu')"
-    if isinstance(value, (tuple, list)):
-        return f"{type(value).__name__}({', '.join(describe(v) for v in value)})"
-    if isinstance(value, (set, frozenset)):
-        return f"{type(value).__name__}({', '.join(sorted(describe(v) for v in value))})"
-    if isinstance(value, Mapping):
-        items = sorted(f"{describe(k)}: {describe(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
     if isinstance(value, (type, types.FunctionType)):
         return _adamkit_name(value)
     if isinstance(value, staticmethod):
@@ -152,20 +165,8 @@ def _environment() -> str:
         f"{type(isa).__name__} {isa}",
     ]
     for config in (inductor_config, dynamo_config, fx_config):
-        parts.append(_canonical(config.save_config_portable()))
+        parts.append(_text(config.save_config_portable(), repr))
     return "\n".join(parts)
-
-
-def _canonical(value: Any) -> str:
-    """``repr`` of a configuration value with sets and dicts in sorted order (their own order
-    changes from process to process with string hashing)."""
-    if isinstance(value, (set, frozenset)):
-        return "{" + ", ".join(sorted(_canonical(v) for v in value)) + "}"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(sorted(f"{k!r}: {_canonical(v)}" for k, v in value.items())) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_canonical(v) for v in value) + "]"
-    return repr(value)
 
 
 def trace_key(key: tuple, bindings: Mapping[str, Any], options: Mapping[str, Any]) -> str | None:
