@@ -148,7 +148,8 @@ def run_on_two_ranks(job: Callable[[int, int], Any]) -> Any:
         codes = [proc.exitcode for proc in procs]
         raise AssertionError(
             f"ranks {sorted(set(range(WORLD)) - set(outcomes))} did not report within "
-            f"{RESULT_TIMEOUT} s, or died first (exit codes {codes}; negative: a signal)"
+            f"{RESULT_TIMEOUT} s, or died first (exit codes {codes}; negative: a signal; a rank "
+            "that crashed printed its threads' Python stacks to stderr)"
         )
     for rank in range(WORLD):
         ok, value = outcomes[rank]
@@ -180,7 +181,11 @@ def _reports(results: Any, procs: list[Any]) -> dict[int, tuple[bool, Any]]:
 
 
 def _rank_main(job: Callable[..., Any], rank: int, rendezvous: str, tmp: str, results: Any) -> None:
+    import faulthandler
+
     import torch.distributed as dist
+
+    faulthandler.enable()  # a native crash prints every thread's Python stack to stderr
 
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
     try:
