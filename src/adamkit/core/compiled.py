@@ -120,8 +120,11 @@ def compiler_available() -> bool:
 
 
 def _job_numbers(jobs: Sequence[Job], device: torch.device) -> torch.Tensor:
-    """The (index, first element) of each job of a call, as the compiled body reads them."""
-    return torch.tensor([[j.index, j.start] for j in jobs], dtype=torch.int64, device=device)
+    """The (index, first element) of each job of a call, as the compiled body reads them; the
+    first element is numbered in the whole tensor (a sharded plan's local part starts at its
+    ``first``)."""
+    numbers = [[j.index, j.plan.first + j.start] for j in jobs]
+    return torch.tensor(numbers, dtype=torch.int64, device=device)
 
 
 class _Call:
@@ -352,7 +355,11 @@ def split_small(plans: list[Plan], merge: str | None) -> tuple[list[list[Plan]],
     at least two; and the others. A segmented merge takes every size shared by at least two
     tensors as a group of its own (summed as rows: :class:`Segments` ``uniform``) and the
     other sizes together."""
-    small = [p for p in plans if p.state_views[0].numel() <= MERGE_NUMEL] if merge else []
+    small = (
+        [p for p in plans if not p.sharded and p.state_views[0].numel() <= MERGE_NUMEL]
+        if merge
+        else []
+    )
     if len(small) < 2:
         return [], list(plans)
     merged = set(map(id, small))
@@ -373,10 +380,11 @@ def split_small(plans: list[Plan], merge: str | None) -> tuple[list[list[Plan]],
 
 def bucket_merge(opt: Any, plans: list[Plan]) -> str | None:
     """How the plans of one signature may be merged (see :func:`merge_kind`), if every one of
-    them allows it."""
+    them allows it (sharded ones, never merged, aside)."""
     kind = merge_kind(opt, plans[0].slot["param"].ndim)
     scalars = kind == "segmented"
-    return kind if kind and all(p.mergeable(scalars) for p in plans) else None
+    mergeable = all(p.mergeable(scalars) for p in plans if not p.sharded)
+    return kind if kind and mergeable else None
 
 
 def elementwise_on(opt: Any, ndim: int) -> bool:
@@ -420,6 +428,9 @@ class Arrangement:
                 self.buckets.append(Bucket(Job(bucket[0]), merged))  # type: ignore[arg-type]
             for plan in large:
                 elementwise = elementwise_on(opt, plan.slot["param"].ndim)
+                if plan.sharded and not elementwise:  # (its reductions span every rank)
+                    self.eager.append(plan)
+                    continue
                 cut = jobs_of(plan, elementwise, shared=shared)
                 if any(path.dummies(opt, job, hyper, None) is None for job in cut):
                     self.eager.append(plan)

@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from adamkit.core import pieces, reduce
+from adamkit.core import pieces, reduce, sharding
 from adamkit.core.codecs import Plain
 from adamkit.core.pieces import in_numbered_pieces, numbered_pieces
 from adamkit.core.precision import Codec
 from adamkit.core.reduce import PLAIN_TYPES, Segments
 from adamkit.core.rounding import Offset, stream_key
-from adamkit.core.sharding import is_dtensor, local_shards, row_shard_group
+from adamkit.core.sharding import is_dtensor, local_part, local_shards, row_shard_group
 
 PARAM_STREAM = 1 << 16  # the buffer position of the parameter's own random stream
 Rule = Callable[..., torch.Tensor]
@@ -313,8 +313,11 @@ def prepare_grad(grad: torch.Tensor, p: torch.Tensor, k: Mapping[str, Any]) -> t
 # ------------------------------------------------------------------------------- planning
 
 
-def _storage(p: torch.Tensor) -> tuple:
-    """What identifies a parameter's memory: replacing ``p.data`` changes it."""
+def memory_of(p: torch.Tensor) -> tuple:
+    """What identifies a parameter's memory: replacing ``p.data`` changes it (a DTensor's: its
+    local part's, as a DTensor's own ``data_ptr`` is 0)."""
+    if is_dtensor(p):
+        p = p.to_local()  # type: ignore[attr-defined]
     return (p.data_ptr(), p.dtype, p.shape, p.stride())
 
 
@@ -329,11 +332,13 @@ class Plan:
     __slots__ = (
         "codecs",
         "exact",
+        "first",
         "flat",
         "index",
         "p",
         "pcodec",
         "roundings",
+        "sharded",
         "signature",
         "slot",
         "slot_names",
@@ -359,30 +364,70 @@ class Plan:
         self.p, self.index, self.state, self.codecs, self.pcodec = p, index, state, codecs, pcodec
         self.exact, self.slot, self.roundings = exact, slot, roundings
         self.stored = {n: v for n, v in state.items() if isinstance(v, torch.Tensor)}
-        self.storage = _storage(p)
+        self.storage = memory_of(p)
         self.slot_names = tuple(sorted(slot))
         self.state_names = tuple(sorted(self.stored))
-        view = slot["param"]
         self.flat = not shaped
-        self.signature = self._signature(view, shaped)
+        self.first, self.sharded = 0, False
+        slot_views, stored_views = slot, self.stored
+        if is_dtensor(slot["param"]):
+            local = self._local_views()
+            if local is None:
+                self.signature = None
+                return
+            slot_views, stored_views, self.first = local
+            self.sharded = True
+        view = slot_views["param"]
+        self.signature = self._signature(view, shaped, slot_views, stored_views)
         if self.signature is None:
             return
 
         def squash(t: torch.Tensor) -> torch.Tensor:
             return t.view(-1) if self.flat and t.shape == view.shape else t
 
-        self.state_views = [squash(slot[n]) for n in self.slot_names] + [
-            squash(self.stored[n]) for n in self.state_names
+        self.state_views = [squash(slot_views[n]) for n in self.slot_names] + [
+            squash(stored_views[n]) for n in self.state_names
         ]
 
-    def _signature(self, view: torch.Tensor, shaped: bool) -> tuple | None:
-        if type(self.p) not in PLAIN_TYPES or self.p.numel() < 2 or not view.is_contiguous():
-            return None  # DTensors and other subclasses, sizes 0/1 (Dynamo specialises them)
-        if not all(t.is_contiguous() for t in self.stored.values()):
+    def _local_views(
+        self,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int] | None:
+        """(slot, stored, first): this rank's parts of a sharded parameter's slot and state
+        tensors, and the number of their first element in the whole tensor, where the compiled
+        path may step them alone: every tensor stored element by element and sharded as the
+        parameter, each rank's part a run of the whole tensor's elements
+        (:func:`~adamkit.core.sharding.local_shards`). None otherwise. Only an element-wise
+        rule steps them so (:class:`~adamkit.core.compiled.Arrangement`)."""
+        if not self.stored_elementwise or self.p.is_complex():
+            return None
+        # (the module's function: tests count the steps that call this module's local_shards)
+        shards = sharding.local_shards(_named(self.slot["param"], self.slot, self.stored))
+        if shards is None:
+            return None
+        local, first = shards
+        slot, stored = _unnamed(local, self.slot, self.stored)
+        return slot, stored, first
+
+    def _signature(
+        self,
+        view: torch.Tensor,
+        shaped: bool,
+        slot: Mapping[str, torch.Tensor],
+        stored: Mapping[str, torch.Tensor],
+    ) -> tuple | None:
+        """What tensors must share to share a compiled graph: the views it takes (``view``,
+        ``slot`` and ``stored``: the tensors themselves, or a sharded parameter's local parts);
+        None where the compiled path cannot take them."""
+        # (DTensors and other subclasses, unless stepped on their local parts; sizes 0 and 1,
+        # which Dynamo specialises)
+        p = view if self.sharded else self.p
+        if type(p) not in PLAIN_TYPES or p.numel() < 2 or not view.is_contiguous():
+            return None
+        if not all(t.is_contiguous() for t in stored.values()):
             return None
         shapes = tuple(
             (n, t.ndim if shaped else 0, t.shape == view.shape, t.dtype)
-            for n, t in sorted({**self.slot, **self.stored}.items())
+            for n, t in sorted({**slot, **stored}.items())
         )
         return (
             view.device,
@@ -399,7 +444,7 @@ class Plan:
         rounding policy."""
         return (
             state is self.state
-            and self.storage == _storage(self.p)
+            and self.storage == memory_of(self.p)
             and roundings == self.roundings
             and len(self.stored) == sum(isinstance(v, torch.Tensor) for v in state.values())
             and all(state.get(n) is t for n, t in self.stored.items())
@@ -415,7 +460,10 @@ class Plan:
 
     def grad_view(self, grad: torch.Tensor) -> torch.Tensor:
         """The gradient as the compiled graph takes it: 1-D unless the rule reads shapes, and
-        always contiguous (a graph is called directly on the strides it was checked on)."""
+        always contiguous (a graph is called directly on the strides it was checked on); of a
+        sharded plan, this rank's part, placed as the parameter."""
+        if self.sharded:
+            grad = local_part(grad, self.p)
         return grad.reshape(-1) if self.flat else grad.contiguous()
 
     def mergeable(self, scalars: bool = False) -> bool:
@@ -426,6 +474,7 @@ class Plan:
         shape = self.slot["param"].shape
         return (
             self.signature is not None
+            and not self.sharded  # (merged tensors number their elements per flat buffer)
             and (self.flat or len(shape) == 1)
             and self.stored_elementwise
             and all(t.shape == shape for t in self.slot.values())

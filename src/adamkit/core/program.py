@@ -11,7 +11,7 @@ import torch
 
 from adamkit.core.compiled import Arrangement
 from adamkit.core.eager import EagerArrangement
-from adamkit.core.execute import Plan
+from adamkit.core.execute import Plan, memory_of
 
 
 class Stage:
@@ -55,6 +55,11 @@ class GroupProgram:
                     self.stored_names.append(name)
                     self.stored_tensors.append(tensor)
         self.steps = list(map(_STEP, states))
+        # sharded parameters stepped on their local parts, with those parts' memory (a
+        # DTensor's own data_ptr, which ``pointers`` holds, is 0)
+        self.local_parts = [
+            (plan.p, plan.storage) for stage in stages for plan in stage.plans if plan.sharded
+        ]
         # the optimizer's whole state mapping when ``states`` were last found in it
         self.state_keys: list[Any] = []
         self.state_values: list[Any] = []
@@ -82,6 +87,7 @@ class GroupProgram:
                 )
             )
             and list(map(_STEP, self.states)) == self.steps
+            and all(memory_of(p) == memory for p, memory in self.local_parts)
         )
 
     def _same_states(self, state: Mapping[torch.Tensor, Any]) -> bool:

@@ -8,7 +8,9 @@ things need help:
   tensor (:func:`local_numbers`), so that a sharded step rounds as the unsharded one does,
   bit for bit, whatever the sharding, and replicas round alike;
 * a step that may run on each rank's part alone takes the local tensors (:func:`local_shards`),
-  without DTensor's dispatch per operation;
+  without DTensor's dispatch per operation: the eager path each step, the compiled path once,
+  when it plans the tensor (``Plan.first`` numbers the part's first element), with the
+  gradient's part (:func:`local_part`) each step;
 * per-tensor reductions of such a step are summed over the group of :func:`row_shard_group`
   (by :mod:`adamkit.core.reduce`);
 * the largest magnitude of a tensor (the float16 codec's scale) is taken from each rank's part,
@@ -125,6 +127,14 @@ def local_shards(tensors: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int]
     if start is None:
         return None
     return {name: t.to_local() for name, t in tensors.items()}, start
+
+
+def local_part(x: Any, like: Any) -> torch.Tensor:
+    """This rank's part of DTensor ``x`` placed as DTensor ``like`` (redistributed first where
+    it is placed otherwise, or pending a reduction)."""
+    if x.device_mesh != like.device_mesh or x.placements != like.placements:
+        x = x.redistribute(like.device_mesh, like.placements)
+    return x.to_local()
 
 
 def row_shard_group(x: Any) -> Any:

@@ -112,6 +112,7 @@ def close_matches(word: str, choices: Iterable[str]) -> str:
 
 _LAYOUT = operator.attrgetter("layout")
 _SHAPE = operator.attrgetter("shape")
+_INDEX = operator.attrgetter("index")
 
 
 class AdamkitOptimizer(torch.optim.Optimizer):
@@ -349,7 +350,9 @@ class AdamkitOptimizer(torch.optim.Optimizer):
         return by_step
 
     def _update_eagerly(self, plans: list[Plan], k: Scalars) -> None:
-        for plan in plans:
+        # In the parameters' order: a sharded tensor's step may sum across the ranks, so every
+        # rank must step them in one order, whichever of them it compiled or merged.
+        for plan in sorted(plans, key=_INDEX):
             elementwise = elementwise_on(self, plan.slot["param"].ndim)
             update_plan(
                 self.rule,
