@@ -190,3 +190,38 @@ def test_candidates_are_timed_after_rectification() -> None:
     times = speed.warm_up(counting)  # type: ignore[arg-type]
     assert len(times) == speed.WARMUP_STEPS and min(times) >= 0.0
     assert counting.steps == speed.WARMUP_STEPS
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_speed_sharded_times_both_paths_on_two_ranks() -> None:
+    from adamkit.bench import sharded
+
+    shapes = [("w", (64, 32)), ("b", (100,))]
+    rows = sharded.on_two_ranks(("tiny", shapes, ["adamw", "lamb"], "bfloat16", 2))
+    assert [r["optimizer"] for r in rows] == ["adamw", "lamb"]
+    for r in rows:
+        assert r["set"] == "tiny" and r["state_dtype"] == "bfloat16" and r["params"] == 2148
+        assert r["compiled_ms"] > 0 and r["eager_ms"] > 0 and r["eager_over_compiled"] > 0
+        assert r["first_step_s"] > 0
+        assert f"| tiny | {r['optimizer']} | bfloat16 |" in sharded.markdown(rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--optimizers", "adamx"], "unknown ['adamx']"),
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--sets", "huge"], "unknown set 'huge'"),
+    ],
+)
+def test_speed_sharded_refuses_bad_arguments_before_starting_ranks(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from adamkit.bench import sharded
+
+    with pytest.raises(SystemExit) as exit_:
+        sharded.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -41,6 +41,12 @@ def _speed(argv: list[str]) -> int:
     return main(argv)
 
 
+def _speed_sharded(argv: list[str]) -> int:
+    from adamkit.bench.sharded import main
+
+    return main(argv)
+
+
 def _bench(argv: list[str]) -> int:
     from adamkit.bench.main import main
 
@@ -53,12 +59,13 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "demo": (_demo, "train a small model with a few optimizers"),
     "memory": (_memory, "state bytes per parameter of every optimizer x storage policy"),
     "speed": (_speed, "step time of every optimizer against torch's fused AdamW"),
+    "speed-sharded": (_speed_sharded, "FSDP2 step time on two CPU ranks, compiled against eager"),
 }
 
 
 def usage() -> str:
     lines = ["usage: adamkit <command> [options]", "", "commands:"]
-    lines += [f"  {name:8s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:13s} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "adamkit <command> --help shows a command's options."]
     return "\n".join(lines)
 
