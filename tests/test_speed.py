@@ -225,3 +225,12 @@ def test_speed_sharded_refuses_bad_arguments_before_starting_ranks(
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_speed_sharded_reports_a_failing_rank_with_its_traceback() -> None:
+    from adamkit.bench import sharded
+
+    with pytest.raises(RuntimeError, match=r"rank 0 failed:\n(.|\n)*nope"):
+        sharded.on_two_ranks(("tiny", [("w", (8, 4))], ["nope"], None, 1))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import tempfile
 import time
@@ -112,7 +113,8 @@ def _rank_main(rank: int, rendezvous: str, args: tuple, results: Any) -> None:
 
 
 def on_two_ranks(args: tuple, timeout: float = 3600.0) -> list[dict[str, Any]]:
-    """:func:`measure` on two spawned ranks; rank 0's rows."""
+    """:func:`measure` on two spawned ranks; rank 0's rows. A rank that fails raises here
+    with its traceback; one that dies without reporting (a native crash), at once."""
     ctx = torch.multiprocessing.get_context("spawn")
     results = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,16 +125,28 @@ def on_two_ranks(args: tuple, timeout: float = 3600.0) -> list[dict[str, Any]]:
         ]
         for proc in procs:
             proc.start()
+        outcomes: dict[int, tuple[bool, Any]] = {}
+        deadline = time.monotonic() + timeout
         try:
-            outcomes = {}
-            for _ in range(WORLD):
-                rank, ok, value = results.get(timeout=timeout)
+            while len(outcomes) < WORLD and time.monotonic() < deadline:
+                try:
+                    rank, ok, value = results.get(timeout=1.0)
+                except queue.Empty:
+                    if any(not p.is_alive() and i not in outcomes for i, p in enumerate(procs)):
+                        break
+                    continue
                 outcomes[rank] = (ok, value)
         finally:
             for proc in procs:
                 proc.join(timeout=30)
                 if proc.is_alive():
                     proc.kill()
+    if len(outcomes) < WORLD:
+        codes = [proc.exitcode for proc in procs]
+        raise RuntimeError(
+            f"ranks {sorted(set(range(WORLD)) - set(outcomes))} did not report within "
+            f"{timeout} s, or died first (exit codes {codes})"
+        )
     for rank in range(WORLD):
         ok, value = outcomes[rank]
         if not ok:
