@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import tempfile
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +27,7 @@ import pytest
 import torch
 
 import adamkit
+from adamkit.bench.ranks import RankError, on_ranks
 from adamkit.core import compiled
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -123,77 +121,13 @@ def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
 # ---------------------------------------------------------------- two ranks
 
 
-def run_on_two_ranks(job: Callable[[int, int], Any]) -> Any:
-    """``job(rank, world)`` in two spawned processes joined in a gloo group; rank 0's result
-    (an exception on either rank is re-raised here with its traceback)."""
-    ctx = torch.multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        rendezvous = os.path.join(tmp, "rendezvous")
-        procs = [
-            ctx.Process(target=_rank_main, args=(job, rank, rendezvous, tmp, results))
-            for rank in range(WORLD)
-        ]
-        for proc in procs:
-            proc.start()
-        outcomes: dict[int, tuple[bool, Any]] = {}
-        try:
-            outcomes = _reports(results, procs)
-        finally:
-            for proc in procs:
-                proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.kill()
-    if len(outcomes) < WORLD:
-        codes = [proc.exitcode for proc in procs]
-        raise AssertionError(
-            f"ranks {sorted(set(range(WORLD)) - set(outcomes))} did not report within "
-            f"{RESULT_TIMEOUT} s, or died first (exit codes {codes}; negative: a signal; a rank "
-            "that crashed printed its threads' Python stacks to stderr)"
-        )
-    for rank in range(WORLD):
-        ok, value = outcomes[rank]
-        if not ok:
-            raise AssertionError(f"rank {rank} failed:\n{value}")
-    return outcomes[0][1]
-
-
-def _reports(results: Any, procs: list[Any]) -> dict[int, tuple[bool, Any]]:
-    """Each rank's (ok, value) as the ranks report them; fewer once ``RESULT_TIMEOUT``
-    has passed, or as soon as a rank has exited without reporting (a native crash), which
-    leaves the other waiting in a collective."""
-    outcomes: dict[int, tuple[bool, Any]] = {}
-    waited = 0.0
-    while len(outcomes) < WORLD and waited < RESULT_TIMEOUT:
-        try:
-            rank, ok, value = results.get(timeout=1.0)
-            outcomes[rank] = (ok, value)
-            continue
-        except queue.Empty:
-            waited += 1.0
-        if any(not proc.is_alive() and i not in outcomes for i, proc in enumerate(procs)):
-            with contextlib.suppress(queue.Empty):  # a report sent just before it exited
-                rank, ok, value = results.get(timeout=5.0)
-                outcomes[rank] = (ok, value)
-                continue
-            break
-    return outcomes
-
-
-def _rank_main(job: Callable[..., Any], rank: int, rendezvous: str, tmp: str, results: Any) -> None:
-    import faulthandler
-
-    import torch.distributed as dist
-
-    faulthandler.enable()  # a native crash prints every thread's Python stack to stderr
-
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+def run_on_two_ranks(job: Callable[[int, int, str], Any]) -> Any:
+    """``job(rank, world, tmp)`` on two gloo ranks (:func:`adamkit.bench.ranks.on_ranks`);
+    rank 0's result. A rank's exception, crash or silence fails the test with its reason."""
     try:
-        results.put((rank, True, job(rank, WORLD, tmp)))
-    except BaseException:  # reported to the parent, which fails the test
-        results.put((rank, False, traceback.format_exc()))
-    finally:
-        dist.destroy_process_group()
+        return on_ranks(job, WORLD, RESULT_TIMEOUT)
+    except RankError as failed:
+        raise AssertionError(str(failed)) from None
 
 
 # ---------------------------------------------------------------- FSDP2

@@ -13,19 +13,17 @@ one thread, so the two ranks share the machine's two cores as a two-process job 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
-import queue
 import statistics
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import adamkit
+from adamkit.bench.ranks import on_ranks
 from adamkit.bench.speed import SETS, make_params, median_ratio, set_names
 
 WORLD = 2
@@ -99,59 +97,14 @@ def measure(
     return rows
 
 
-def _rank_main(rank: int, rendezvous: str, args: tuple, results: Any) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
-    try:
-        results.put((rank, True, measure(*args)))
-    except BaseException:  # reported to the parent
-        results.put((rank, False, traceback.format_exc()))
-    finally:
-        dist.destroy_process_group()
+def _measure_on_rank(args: tuple, rank: int, world: int, tmp: str) -> list[dict[str, Any]]:
+    return measure(*args)
 
 
 def on_two_ranks(args: tuple, timeout: float = 3600.0) -> list[dict[str, Any]]:
-    """:func:`measure` on two spawned ranks; rank 0's rows. A rank that fails raises here
-    with its traceback; one that dies without reporting (a native crash), at once."""
-    ctx = torch.multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        rendezvous = os.path.join(tmp, "rendezvous")
-        procs = [
-            ctx.Process(target=_rank_main, args=(rank, rendezvous, args, results))
-            for rank in range(WORLD)
-        ]
-        for proc in procs:
-            proc.start()
-        outcomes: dict[int, tuple[bool, Any]] = {}
-        deadline = time.monotonic() + timeout
-        try:
-            while len(outcomes) < WORLD and time.monotonic() < deadline:
-                try:
-                    rank, ok, value = results.get(timeout=1.0)
-                except queue.Empty:
-                    if any(not p.is_alive() and i not in outcomes for i, p in enumerate(procs)):
-                        break
-                    continue
-                outcomes[rank] = (ok, value)
-        finally:
-            for proc in procs:
-                proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.kill()
-    if len(outcomes) < WORLD:
-        codes = [proc.exitcode for proc in procs]
-        raise RuntimeError(
-            f"ranks {sorted(set(range(WORLD)) - set(outcomes))} did not report within "
-            f"{timeout} s, or died first (exit codes {codes})"
-        )
-    for rank in range(WORLD):
-        ok, value = outcomes[rank]
-        if not ok:
-            raise RuntimeError(f"rank {rank} failed:\n{value}")
-    return outcomes[0][1]
+    """:func:`measure` with ``args`` on two ranks of one thread each; rank 0's rows
+    (:func:`adamkit.bench.ranks.on_ranks`: a failing or crashed rank raises)."""
+    return on_ranks(functools.partial(_measure_on_rank, args), WORLD, timeout, threads=1)
 
 
 def format_row(r: dict[str, Any]) -> str:
