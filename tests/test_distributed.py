@@ -3,10 +3,11 @@
 * FSDP2 (``fully_shard``: DTensor parameters, sharded along their first dimension with uneven
   shards, or along their second): the same parameters and state as one unsharded process, to
   float64 rounding; with 16-bit state, the same rounded bits (stochastic rounding numbers each
-  element by its place in the whole tensor, whatever the sharding).
+  element by its place in the whole tensor, whatever the sharding); on the eager path, and on
+  the compiled path, which steps element-wise rules' row shards in compiled calls.
 * Distributed checkpoints (``torch.distributed.checkpoint`` with ``get_state_dict`` and
   ``set_state_dict``): a run resumed from one equals the run that was not interrupted, bit
-  for bit.
+  for bit; on the compiled path too, loaded into the optimizer that wrote it.
 * DDP and ``ZeroRedundancyOptimizer`` (each rank steps its own share of the parameters): the
   same parameters as one process on the whole batch.
 * 8-bit state, whose blocks span the whole tensor, is refused for sharded parameters with a
@@ -285,24 +286,32 @@ def test_fsdp2_steps_on_the_compiled_path_equal_the_unsharded_steps() -> None:
 # ---------------------------------------------------------------- distributed checkpoints
 
 CHECKPOINT_CONFIGS: dict[str, dict[str, Any]] = {
-    "float64": {},
-    "bfloat16 state": {"state_dtype": "bfloat16"},
+    "float64": {"hyper": {}, "names": NAMES},
+    "bfloat16 state": {"hyper": {"state_dtype": "bfloat16"}, "names": NAMES},
+    # The compiled path keeps each tensor's plan and its local parts from step to step: the
+    # checkpoint is loaded into the optimizer that wrote it, after two more steps.
+    "bfloat16 state, compiled, loaded into itself": {
+        "hyper": {"state_dtype": "bfloat16", "backend": "compiled"},
+        "names": ("adamw", "sadam", "lamb"),
+        "into itself": True,
+    },
 }
 
 
 def checkpoint_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], tuple[list, list]]:
     """Per optimizer: 6 steps straight, and 3 steps, a checkpoint, a fresh model and
-    optimizer loaded from it, 3 more steps; both runs' parameters and state."""
+    optimizer (or, ``"into itself"``, the same ones after two more steps) loaded from it, 3
+    more steps; both runs' parameters and state."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     out = {}
-    for config, hyper in CHECKPOINT_CONFIGS.items():
-        for name in NAMES:
+    for config, spec in CHECKPOINT_CONFIGS.items():
+        for name in spec["names"]:
 
             def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
                 net = sharded_model(0)
-                return net, adamkit.create(name, net.parameters(), **hyper)  # noqa: B023
+                return net, adamkit.create(name, net.parameters(), **spec["hyper"])  # noqa: B023
 
             net, opt = fresh()
             train(net, opt, range(6), rank, world)
@@ -312,7 +321,10 @@ def checkpoint_job(rank: int, world: int, tmp: str) -> dict[tuple[str, str], tup
             path = os.path.join(tmp, f"{config}-{name}")
             model_sd, optim_sd = get_state_dict(net, opt)
             dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
-            net, opt = fresh()
+            if spec.get("into itself"):
+                train(net, opt, range(3, 5), rank, world)
+            else:
+                net, opt = fresh()
             model_sd, optim_sd = get_state_dict(net, opt)
             loaded = {"model": model_sd, "optim": optim_sd}
             dcp.load(loaded, checkpoint_id=path)
@@ -328,8 +340,8 @@ def test_a_run_resumed_from_a_distributed_checkpoint_is_bit_identical() -> None:
     runs = run_on_two_ranks(checkpoint_job)
     failures = [
         f"{name} ({config})"
-        for config in CHECKPOINT_CONFIGS
-        for name in NAMES
+        for config, spec in CHECKPOINT_CONFIGS.items()
+        for name in spec["names"]
         if runs[(config, name)][0] != runs[(config, name)][1]
     ]
     assert not failures, f"resumed runs differ: {failures}"
