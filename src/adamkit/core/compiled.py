@@ -355,8 +355,9 @@ def split_small(plans: list[Plan], merge: str | None) -> tuple[list[list[Plan]],
     at least two; and the others. A segmented merge takes every size shared by at least two
     tensors as a group of its own (summed as rows: :class:`Segments` ``uniform``) and the
     other sizes together."""
+    scalars = merge == "segmented"
     small = (
-        [p for p in plans if not p.sharded and p.state_views[0].numel() <= MERGE_NUMEL]
+        [p for p in plans if p.mergeable(scalars) and p.state_views[0].numel() <= MERGE_NUMEL]
         if merge
         else []
     )
@@ -380,7 +381,7 @@ def split_small(plans: list[Plan], merge: str | None) -> tuple[list[list[Plan]],
 
 def bucket_merge(opt: Any, plans: list[Plan]) -> str | None:
     """How the plans of one signature may be merged (see :func:`merge_kind`), if every one of
-    them allows it (sharded ones, never merged, aside)."""
+    them allows it (sharded ones, never merged, aside: :func:`split_small` leaves them out)."""
     kind = merge_kind(opt, plans[0].slot["param"].ndim)
     scalars = kind == "segmented"
     mergeable = all(p.mergeable(scalars) for p in plans if not p.sharded)

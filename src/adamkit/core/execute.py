@@ -274,15 +274,16 @@ def step_row_shards(rule: Rule, plan: Plan, grad: torch.Tensor, k: Mapping[str, 
 
 
 def _named(
-    grad: torch.Tensor, slot: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+    grad: torch.Tensor | None,
+    slot: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """The gradient, slot and state tensors of a step in one dict, as pieces and shards take
-    them (``"grad"``, ``"slot <name>"``, ``"state <name>"``)."""
-    return {
-        "grad": grad,
-        **{f"slot {n}": v for n, v in slot.items()},
-        **{f"state {n}": v for n, v in state.items()},
-    }
+    them (``"grad"``, ``"slot <name>"``, ``"state <name>"``; no gradient where it is None)."""
+    named = {} if grad is None else {"grad": grad}
+    named.update({f"slot {n}": v for n, v in slot.items()})
+    named.update({f"state {n}": v for n, v in state.items()})
+    return named
 
 
 def _unnamed(
@@ -401,7 +402,7 @@ class Plan:
         if not self.stored_elementwise or self.p.is_complex():
             return None
         # (the module's function: tests count the steps that call this module's local_shards)
-        shards = sharding.local_shards(_named(self.slot["param"], self.slot, self.stored))
+        shards = sharding.local_shards(_named(None, self.slot, self.stored))
         if shards is None:
             return None
         local, first = shards
